@@ -1,0 +1,283 @@
+//! In-process fan-out of committed events to live connections, and presence.
+//!
+//! Each connection has one bounded queue; publishing never waits: a full
+//! queue means the reader fell behind, and that connection alone is cut off
+//! (it catches up later with `resume_from`). The frame of an event is
+//! serialized once and the same bytes go to every recipient. The connection
+//! table is a sharded map; no lock is held across an `.await`.
+
+use crate::core::events::{CommittedEvent, EventSink};
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// One event on its way to one connection.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event's sequence number (the writer skips what replay already sent).
+    pub seq: i64,
+    /// The serialized frame, shared by every recipient.
+    pub frame: Utf8Bytes,
+}
+
+/// Why the bus ended a connection: a WebSocket close code and reason.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseReason {
+    /// The close code (1008 revoked, 1013 too slow, 1001 shutdown).
+    pub code: u16,
+    /// Short text for the close frame.
+    pub reason: &'static str,
+}
+
+/// The bus's handle on one live connection.
+#[derive(Clone)]
+struct ConnEntry {
+    id: u64,
+    tx: mpsc::Sender<Delivery>,
+    capabilities: Arc<[String]>,
+    cancel: CancellationToken,
+    close: Arc<OnceLock<CloseReason>>,
+}
+
+impl ConnEntry {
+    fn end(&self, reason: CloseReason) {
+        let _ = self.close.set(reason);
+        self.cancel.cancel();
+    }
+}
+
+/// What a connection keeps after registering: its queue and the signal
+/// that the bus ended it.
+pub struct Registration {
+    /// Connection id within this process.
+    pub id: u64,
+    /// Events for this connection, in `seq` order.
+    pub rx: mpsc::Receiver<Delivery>,
+    /// Cancelled when the bus ends the connection.
+    pub cancel: CancellationToken,
+    /// Why it was ended (set before `cancel` fires).
+    pub close: Arc<OnceLock<CloseReason>>,
+}
+
+/// Counters of the fan-out path.
+#[derive(Debug, Default)]
+pub struct BusStats {
+    /// Event frames queued to connections.
+    pub delivered: AtomicU64,
+    /// Connections cut off because their queue was full.
+    pub slow_disconnects: AtomicU64,
+    /// Events published.
+    pub published: AtomicU64,
+}
+
+/// Live connections by agent name, and the observers of every event.
+pub struct Bus {
+    agents: DashMap<String, Vec<ConnEntry>>,
+    connections: AtomicUsize,
+    next_id: AtomicU64,
+    observers: broadcast::Sender<CommittedEvent>,
+    /// Fan-out counters.
+    pub stats: BusStats,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+const SLOW: CloseReason = CloseReason {
+    code: 1013,
+    reason: "too slow: send queue full; reconnect with resume_from",
+};
+
+impl Bus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        let (observers, _) = broadcast::channel(4096);
+        Bus {
+            agents: DashMap::new(),
+            connections: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            observers,
+            stats: BusStats::default(),
+        }
+    }
+
+    /// Adds a connection of `agent` with a queue of `queue` events.
+    pub fn register(&self, agent: &str, capabilities: Vec<String>, queue: usize) -> Registration {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        let close = Arc::new(OnceLock::new());
+        let entry = ConnEntry {
+            id,
+            tx,
+            capabilities: capabilities.into(),
+            cancel: cancel.clone(),
+            close: close.clone(),
+        };
+        self.agents
+            .entry(agent.to_string())
+            .or_default()
+            .push(entry);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Registration {
+            id,
+            rx,
+            cancel,
+            close,
+        }
+    }
+
+    /// Removes a connection; the agent goes offline with its last one.
+    pub fn unregister(&self, agent: &str, id: u64) {
+        let mut removed = false;
+        self.agents.remove_if_mut(agent, |_, conns| {
+            let before = conns.len();
+            conns.retain(|c| c.id != id);
+            removed = conns.len() < before;
+            conns.is_empty()
+        });
+        if removed {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends every connection of `agent` with this close code.
+    pub fn disconnect_agent(&self, agent: &str, code: u16, reason: &'static str) {
+        if let Some(conns) = self.agents.get(agent) {
+            for c in conns.iter() {
+                c.end(CloseReason { code, reason });
+            }
+        }
+    }
+
+    /// Ends every connection (shutdown).
+    pub fn disconnect_all(&self, code: u16, reason: &'static str) {
+        for conns in self.agents.iter() {
+            for c in conns.iter() {
+                c.end(CloseReason { code, reason });
+            }
+        }
+    }
+
+    /// Whether `agent` has a connection here.
+    pub fn is_online(&self, agent: &str) -> bool {
+        self.agents.contains_key(agent)
+    }
+
+    /// Distinct agents connected here.
+    pub fn agents_online(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Open agent connections here.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// A receiver of every committed event (for bridges and the dashboard);
+    /// a receiver that lags loses events and is told so by the channel.
+    pub fn observe(&self) -> broadcast::Receiver<CommittedEvent> {
+        self.observers.subscribe()
+    }
+
+    fn deliver(&self, conn: &ConnEntry, d: Delivery) {
+        match conn.tx.try_send(d) {
+            Ok(()) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !conn.cancel.is_cancelled() {
+                    self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(conn = conn.id, "send queue full; closing slow connection");
+                }
+                conn.end(SLOW);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+impl EventSink for Bus {
+    fn publish(&self, events: &[CommittedEvent]) {
+        for ev in events {
+            self.stats.published.fetch_add(1, Ordering::Relaxed);
+            let d = Delivery {
+                seq: ev.seq,
+                frame: Utf8Bytes::from(ev.frame.to_string()),
+            };
+            let aud = &ev.audience;
+            if aud.all || aud.requires.is_some() {
+                for conns in self.agents.iter() {
+                    for c in conns.iter() {
+                        if aud.includes(conns.key(), &c.capabilities) {
+                            self.deliver(c, d.clone());
+                        }
+                    }
+                }
+            } else {
+                for name in &aud.agents {
+                    if let Some(conns) = self.agents.get(name) {
+                        for c in conns.iter() {
+                            self.deliver(c, d.clone());
+                        }
+                    }
+                }
+            }
+            if self.observers.receiver_count() > 0 {
+                let _ = self.observers.send(ev.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::events::{Audience, EventKind};
+
+    fn ev(seq: i64, audience: Audience) -> CommittedEvent {
+        CommittedEvent::new(seq, EventKind::Broadcast, 0, audience, "{}")
+    }
+
+    #[test]
+    fn targeted_event_reaches_only_its_agent() {
+        let bus = Bus::new();
+        let mut a = bus.register("a", vec![], 8);
+        let mut b = bus.register("b", vec![], 8);
+        bus.publish(&[ev(1, Audience::agents(["a"]))]);
+        assert_eq!(a.rx.try_recv().unwrap().seq, 1);
+        assert!(b.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn full_queue_cuts_off_only_the_slow_connection() {
+        let bus = Bus::new();
+        let slow = bus.register("slow", vec![], 1);
+        let mut fast = bus.register("fast", vec![], 8);
+        bus.publish(&[ev(1, Audience::everyone()), ev(2, Audience::everyone())]);
+        assert!(slow.cancel.is_cancelled());
+        assert_eq!(slow.close.get().unwrap().code, 1013);
+        assert!(!fast.cancel.is_cancelled());
+        assert_eq!(fast.rx.try_recv().unwrap().seq, 1);
+        assert_eq!(fast.rx.try_recv().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn presence_follows_registrations() {
+        let bus = Bus::new();
+        let r1 = bus.register("a", vec![], 8);
+        let r2 = bus.register("a", vec![], 8);
+        assert_eq!(bus.agents_online(), 1);
+        bus.unregister("a", r1.id);
+        assert!(bus.is_online("a"));
+        bus.unregister("a", r2.id);
+        assert!(!bus.is_online("a"));
+        assert_eq!(bus.connections(), 0);
+    }
+}

@@ -1,0 +1,349 @@
+//! The command line: clap definitions and the glue that runs each
+//! subcommand against the library. Names here are relied on outside.
+
+use crate::bus::Bus;
+use crate::config::{Config, ConfigError};
+use crate::core::command::{Command, Reply};
+use crate::core::model::{Caller, NewTask, Platform, Role, TaskState};
+use crate::core::Core;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// swarmbridge: Discord operators, Twitch viewers and WebSocket agents on one coordination core.
+#[derive(Debug, Parser)]
+#[command(name = "swarmbridge", version, about)]
+pub struct Cli {
+    /// A TOML config file layered over the built-in defaults.
+    #[arg(long, global = true, env = "SWARMBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL or SQLite path (default: swarmbridge.db in the working directory).
+    #[arg(long, global = true, env = "SWARMBRIDGE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the bot: WebSocket gateway, HTTP, and every configured platform.
+    Serve {
+        /// Listen address, e.g. 127.0.0.1:7878 (env SWARMBRIDGE_LISTEN).
+        #[arg(long, env = "SWARMBRIDGE_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Manage tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Send a direct message to an agent.
+    Send {
+        /// The agent.
+        #[arg(long)]
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Broadcast to every agent.
+    Broadcast {
+        /// The text.
+        text: String,
+        /// Optional topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+/// `swarmbridge agent ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Register an agent; prints its token (alone, on one line) once.
+    Add {
+        /// Agent name (letters, digits, - _ .).
+        name: String,
+        /// A capability (repeat for several).
+        #[arg(long = "capability", short = 'c')]
+        capabilities: Vec<String>,
+        /// agent, operator or admin.
+        #[arg(long, default_value = "agent")]
+        role: String,
+    },
+    /// List agents.
+    List,
+    /// Revoke an agent's token; its connections are closed.
+    Revoke {
+        /// Agent name.
+        name: String,
+    },
+}
+
+/// `swarmbridge task ...`
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Create a task.
+    Add {
+        /// Title.
+        title: String,
+        /// Body.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// Priority (higher first).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// A required capability (repeat for several).
+        #[arg(long)]
+        requires: Vec<String>,
+        /// A tag (repeat for several).
+        #[arg(long)]
+        tag: Vec<String>,
+    },
+    /// List tasks, newest first.
+    List {
+        /// Only this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+/// `swarmbridge config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate the configuration and print what is on.
+    Check,
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cfg.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        cfg.database.url = url.clone();
+    }
+    if let Some(f) = &cli.log_format {
+        cfg.log.format = f.clone();
+    }
+    if let Cmd::Serve {
+        listen: Some(listen),
+    } = &cli.command
+    {
+        cfg.server.listen = listen.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The process entry point: parses arguments, runs, maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cli_caller() -> Caller {
+    let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
+    Caller {
+        identity: format!("cli:{user}"),
+        role: Role::Admin,
+        capabilities: vec![],
+        platform: Platform::Cli,
+    }
+}
+
+async fn open(cfg: &Config) -> anyhow::Result<Arc<Core>> {
+    // The CLI publishes nothing itself: a running server picks up its
+    // writes (events, revocations) within `sync.poll_interval_ms`.
+    Ok(crate::server::open_core(cfg, Arc::new(Bus::new())).await?)
+}
+
+async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Serve { .. } => {
+            crate::server::serve(cfg).await?;
+        }
+        Cmd::Migrate => {
+            let n = crate::store::Store::migrate_only(&cfg.database.url).await?;
+            println!(
+                "applied {n} migration(s) to {}",
+                crate::server::redact_url(&cfg.database.url)
+            );
+        }
+        Cmd::Agent(AgentCmd::Add {
+            name,
+            capabilities,
+            role,
+        }) => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let core = open(&cfg).await?;
+            let (agent, token) = core.add_agent(&name, role, capabilities).await?;
+            eprintln!(
+                "agent {} added (role {}, capabilities {:?}); its token follows and is shown only once:",
+                agent.name, agent.role, agent.capabilities
+            );
+            println!("{token}");
+        }
+        Cmd::Agent(AgentCmd::List) => {
+            let core = open(&cfg).await?;
+            let agents = core.store.list_agents().await?;
+            println!(
+                "{:<24} {:<9} {:<8} {:<25} CAPABILITIES",
+                "NAME", "ROLE", "STATUS", "LAST SEEN"
+            );
+            for a in agents {
+                println!(
+                    "{:<24} {:<9} {:<8} {:<25} {}",
+                    a.name,
+                    a.role,
+                    if a.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    },
+                    a.last_seen
+                        .map(crate::clock::rfc3339)
+                        .unwrap_or_else(|| "never".into()),
+                    a.capabilities.join(",")
+                );
+            }
+        }
+        Cmd::Agent(AgentCmd::Revoke { name }) => {
+            let core = open(&cfg).await?;
+            core.revoke_agent(&name).await?;
+            println!("agent {name} revoked");
+        }
+        Cmd::Task(TaskCmd::Add {
+            title,
+            body,
+            priority,
+            requires,
+            tag,
+        }) => {
+            let core = open(&cfg).await?;
+            let new = NewTask {
+                title,
+                body,
+                priority,
+                requires,
+                tags: tag,
+                max_attempts: None,
+            };
+            let reply = core
+                .execute(&cli_caller(), Command::TaskCreate(new))
+                .await?;
+            if let Reply::Task(Some(t)) = reply {
+                println!("{}", t.id);
+                eprintln!("task {} created: {}", t.id, t.title);
+            }
+        }
+        Cmd::Task(TaskCmd::List { state, limit }) => {
+            let state = state
+                .map(|s| s.parse::<TaskState>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let core = open(&cfg).await?;
+            let tasks = core.list_tasks(state, None, Some(limit)).await?;
+            println!(
+                "{:>6} {:<9} {:>4} {:<20} TITLE",
+                "ID", "STATE", "PRIO", "ASSIGNEE"
+            );
+            for t in tasks {
+                println!(
+                    "{:>6} {:<9} {:>4} {:<20} {}",
+                    t.id,
+                    t.state,
+                    t.priority,
+                    t.assignee.as_deref().unwrap_or("-"),
+                    t.title
+                );
+            }
+        }
+        Cmd::Send { to, text } => {
+            let core = open(&cfg).await?;
+            core.execute(
+                &cli_caller(),
+                Command::MsgSend {
+                    to: to.clone(),
+                    text,
+                },
+            )
+            .await?;
+            println!("message to {to} stored; it is delivered now or when {to} reconnects");
+        }
+        Cmd::Broadcast { text, topic } => {
+            let core = open(&cfg).await?;
+            core.execute(&cli_caller(), Command::Broadcast { text, topic })
+                .await?;
+            println!("broadcast stored");
+        }
+        Cmd::Config(ConfigCmd::Check) => {
+            println!("configuration OK");
+            println!("  listen:     {}", cfg.server.listen);
+            println!(
+                "  database:   {}",
+                crate::server::redact_url(&cfg.database.url)
+            );
+            println!(
+                "  websocket:  on (/ws), heartbeat {} s",
+                cfg.limits.heartbeat_s
+            );
+            println!(
+                "  tasks:      lease {} s, {} attempts",
+                cfg.tasks.lease_s, cfg.tasks.max_attempts
+            );
+            println!("  discord:    off (no SWARMBRIDGE_DISCORD_TOKEN)");
+            println!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
+            println!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)");
+        }
+    }
+    Ok(())
+}

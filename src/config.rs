@@ -1,0 +1,258 @@
+//! Layered configuration: `config/default.toml` (embedded), then a user
+//! file, then environment variables. Errors name the key and what was
+//! expected. Secrets come from the environment or files and are never logged.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Everything swarmbridge can be told.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP/WebSocket listener.
+    pub server: ServerConfig,
+    /// Where state lives.
+    pub database: DatabaseConfig,
+    /// Task defaults.
+    pub tasks: TasksConfig,
+    /// Protocol limits and rates.
+    pub limits: LimitsConfig,
+    /// Picking up writes by other processes.
+    pub sync: SyncConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address (`SWARMBRIDGE_LISTEN`).
+    pub listen: String,
+    /// Largest HTTP request body; 413 beyond.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_grace_s: u64,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A SQLite path or `sqlite:` URL (`SWARMBRIDGE_DATABASE_URL`).
+    pub url: String,
+    /// Size of the read pool.
+    pub read_connections: u32,
+}
+
+/// `[tasks]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// Default lease in seconds.
+    pub lease_s: u64,
+    /// Default claims a task allows before failing for good.
+    pub max_attempts: u32,
+    /// How often expired leases are swept.
+    pub sweep_interval_ms: u64,
+}
+
+/// A sustained rate and a burst.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests per second, sustained (may be fractional).
+    pub per_s: f64,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+/// `[limits]`: what `welcome.limits` reports.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest WebSocket frame; larger gets `payload_too_large` and close 1009.
+    pub max_frame_bytes: usize,
+    /// Bad frames in a row before close 1008.
+    pub max_bad_frames: u32,
+    /// Longest `text` (and other text fields).
+    pub max_text_chars: usize,
+    /// Longest `prompt`.
+    pub max_prompt_chars: usize,
+    /// Tasks one agent may hold at once.
+    pub max_claims: u32,
+    /// Events queued for one connection before it counts as stalled.
+    pub send_queue: usize,
+    /// Heartbeat period; silence for 3× this closes the connection.
+    pub heartbeat_s: u64,
+    /// Time allowed for the `hello` frame.
+    pub hello_timeout_s: u64,
+    /// Roles that no rate limit applies to.
+    pub exempt_roles: Vec<crate::core::model::Role>,
+    /// Rate limits per request class: `requests` (all), `msg.send`, `broadcast`, `reason`.
+    pub rates: BTreeMap<String, Rate>,
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// How often the server looks for writes by other processes (the CLI).
+    pub poll_interval_ms: u64,
+    /// How often acknowledgements are written.
+    pub ack_flush_ms: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter (`RUST_LOG` wins when set).
+    pub filter: String,
+}
+
+/// A configuration that could not be loaded or makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or value could not be read as the expected type.
+    #[error("configuration error: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is of the right type but not usable.
+    #[error("configuration error: `{key}`: {problem}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Maps `SWARMBRIDGE_*` variables to keys: a few documented short names,
+/// and `SECTION__KEY` for everything else (`SWARMBRIDGE_TASKS__LEASE_S`).
+/// Variables that match neither are ignored (they may belong to tests or
+/// to other parts, e.g. `SWARMBRIDGE_TEST_PG`).
+fn env_key(key: &str) -> Option<String> {
+    let k = key.to_ascii_lowercase();
+    let mapped = match k.as_str() {
+        "listen" => "server.listen".to_string(),
+        "database_url" => "database.url".to_string(),
+        "log_format" => "log.format".to_string(),
+        _ if k.contains("__") => k.replace("__", "."),
+        _ => return None,
+    };
+    Some(mapped)
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    problem: format!("file {} does not exist", path.display()),
+                });
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(
+            Env::prefixed("SWARMBRIDGE_").filter_map(|k| env_key(k.as_str()).map(Into::into)),
+        );
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            })
+        }
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "server.listen",
+                format!(
+                    "expected host:port such as 127.0.0.1:7878, got {:?}",
+                    self.server.listen
+                ),
+            );
+        }
+        if !(1..=crate::core::tasks::MAX_LEASE_S as u64).contains(&self.tasks.lease_s) {
+            return bad("tasks.lease_s", "expected 1 to 86400 seconds");
+        }
+        if self.tasks.max_attempts == 0 {
+            return bad("tasks.max_attempts", "expected at least 1");
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return bad("limits.max_frame_bytes", "expected at least 1024");
+        }
+        if self.limits.send_queue == 0 {
+            return bad("limits.send_queue", "expected at least 1");
+        }
+        if self.limits.heartbeat_s == 0 {
+            return bad("limits.heartbeat_s", "expected at least 1");
+        }
+        for (name, rate) in &self.limits.rates {
+            if !(rate.per_s > 0.0 && rate.per_s.is_finite()) || rate.burst == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "limits.rates",
+                    problem: format!("{name}: per_s must be > 0 and burst at least 1"),
+                });
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format", "expected text or json");
+        }
+        Ok(())
+    }
+
+    /// The listen address (validated).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7878)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load_and_validate() {
+        let cfg: Config = Figment::from(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.limits.max_frame_bytes, 65536);
+        assert_eq!(cfg.limits.rates["msg.send"].burst, 50);
+    }
+
+    #[test]
+    fn env_names_map_to_keys() {
+        assert_eq!(env_key("LISTEN").as_deref(), Some("server.listen"));
+        assert_eq!(env_key("TASKS__LEASE_S").as_deref(), Some("tasks.lease_s"));
+        assert_eq!(env_key("TEST_PG"), None);
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let err = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[tasks]\nlease_s = \"long\""))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(err.to_string().contains("lease_s"), "{err}");
+    }
+}

@@ -1,0 +1,225 @@
+//! The one command model every front door parses into, and the reply the
+//! core produces. Adding a command touches this enum, its `apply` arm and
+//! the front doors' parsers.
+
+use super::error::CoreError;
+use super::model::{AgentView, Caller, NewTask, Role, StatusReport, Task, TaskState};
+use super::Core;
+
+/// A request, already parsed and typed, from any front door.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Create a task.
+    TaskCreate(NewTask),
+    /// Claim a task by id, or the best open one matching the caller's capabilities.
+    TaskClaim {
+        /// The task to claim; None = next matching.
+        task_id: Option<i64>,
+        /// Lease length in seconds (default `tasks.lease_s`).
+        lease_s: Option<i64>,
+    },
+    /// Extend the caller's lease.
+    TaskRenew {
+        /// The claimed task.
+        task_id: i64,
+        /// New lease length from now.
+        lease_s: Option<i64>,
+    },
+    /// Report progress on a claimed task.
+    TaskProgress {
+        /// The claimed task.
+        task_id: i64,
+        /// What happened.
+        note: String,
+        /// 0 to 100.
+        percent: Option<i64>,
+    },
+    /// Finish a claimed task.
+    TaskComplete {
+        /// The claimed task.
+        task_id: i64,
+        /// Any JSON result.
+        result: Option<serde_json::Value>,
+    },
+    /// Fail a claimed task (retried until `max_attempts` when `retry`).
+    TaskFail {
+        /// The claimed task.
+        task_id: i64,
+        /// Why it failed.
+        error: String,
+        /// Whether it may be retried.
+        retry: bool,
+    },
+    /// Give a claimed task back.
+    TaskRelease {
+        /// The claimed task.
+        task_id: i64,
+    },
+    /// Show one task.
+    TaskGet {
+        /// The task.
+        task_id: i64,
+    },
+    /// List tasks.
+    TaskList {
+        /// Only this state.
+        state: Option<TaskState>,
+        /// Only this assignee.
+        assignee: Option<String>,
+        /// At most this many (default 50, max 500).
+        limit: Option<i64>,
+    },
+    /// Cancel a task that is not final.
+    TaskCancel {
+        /// The task.
+        task_id: i64,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// Claim a task on an agent's behalf (operator).
+    TaskAssign {
+        /// The task.
+        task_id: i64,
+        /// The agent that gets it.
+        agent: String,
+    },
+    /// Send a direct message to an agent.
+    MsgSend {
+        /// Agent name.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Send to every agent (and the platforms' announcement channels).
+    Broadcast {
+        /// The text.
+        text: String,
+        /// An optional topic.
+        topic: Option<String>,
+    },
+    /// Counts and uptime.
+    Status,
+    /// Every agent with presence.
+    Agents,
+}
+
+impl Command {
+    /// The protocol name (`task.create`, ...), used for rate classes, metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::TaskCreate(_) => "task.create",
+            Command::TaskClaim { .. } => "task.claim",
+            Command::TaskRenew { .. } => "task.renew",
+            Command::TaskProgress { .. } => "task.progress",
+            Command::TaskComplete { .. } => "task.complete",
+            Command::TaskFail { .. } => "task.fail",
+            Command::TaskRelease { .. } => "task.release",
+            Command::TaskGet { .. } => "task.get",
+            Command::TaskList { .. } => "task.list",
+            Command::TaskCancel { .. } => "task.cancel",
+            Command::TaskAssign { .. } => "task.assign",
+            Command::MsgSend { .. } => "msg.send",
+            Command::Broadcast { .. } => "broadcast",
+            Command::Status => "status",
+            Command::Agents => "agents",
+        }
+    }
+
+    /// The least role that may run the command at all (finer rules, such as
+    /// "only the assignee", are checked where the command is applied).
+    pub fn required_role(&self) -> Role {
+        match self {
+            Command::Status
+            | Command::Agents
+            | Command::TaskGet { .. }
+            | Command::TaskList { .. } => Role::Viewer,
+            Command::TaskAssign { .. } => Role::Operator,
+            _ => Role::Agent,
+        }
+    }
+}
+
+/// What a command produced; each front door renders it its own way.
+#[allow(clippy::large_enum_variant)] // short-lived, never stored in bulk
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// One task (None: `task.claim` found nothing).
+    Task(Option<Task>),
+    /// Several tasks.
+    Tasks(Vec<Task>),
+    /// Done, nothing to show.
+    Ok,
+    /// `status`.
+    Status(StatusReport),
+    /// `agents`.
+    Agents(Vec<AgentView>),
+}
+
+impl Core {
+    /// Applies a command for a caller: checks the role, validates, runs it
+    /// (one transaction for a state change) and returns the reply.
+    pub async fn execute(&self, caller: &Caller, cmd: Command) -> Result<Reply, CoreError> {
+        let need = cmd.required_role();
+        if caller.role < need {
+            return Err(CoreError::Forbidden(format!(
+                "{} needs role {need} (you are {})",
+                cmd.name(),
+                caller.role
+            )));
+        }
+        match cmd {
+            Command::TaskCreate(new) => Ok(Reply::Task(Some(self.create_task(caller, new).await?))),
+            Command::TaskClaim { task_id, lease_s } => Ok(Reply::Task(
+                self.claim_task(caller, task_id, lease_s).await?,
+            )),
+            Command::TaskRenew { task_id, lease_s } => Ok(Reply::Task(Some(
+                self.renew_task(caller, task_id, lease_s).await?,
+            ))),
+            Command::TaskProgress {
+                task_id,
+                note,
+                percent,
+            } => {
+                self.progress_task(caller, task_id, note, percent).await?;
+                Ok(Reply::Ok)
+            }
+            Command::TaskComplete { task_id, result } => Ok(Reply::Task(Some(
+                self.complete_task(caller, task_id, result).await?,
+            ))),
+            Command::TaskFail {
+                task_id,
+                error,
+                retry,
+            } => Ok(Reply::Task(Some(
+                self.fail_task(caller, task_id, error, retry).await?,
+            ))),
+            Command::TaskRelease { task_id } => {
+                Ok(Reply::Task(Some(self.release_task(caller, task_id).await?)))
+            }
+            Command::TaskGet { task_id } => Ok(Reply::Task(Some(self.get_task(task_id).await?))),
+            Command::TaskList {
+                state,
+                assignee,
+                limit,
+            } => Ok(Reply::Tasks(
+                self.list_tasks(state, assignee.as_deref(), limit).await?,
+            )),
+            Command::TaskCancel { task_id, reason } => Ok(Reply::Task(Some(
+                self.cancel_task(caller, task_id, reason).await?,
+            ))),
+            Command::TaskAssign { task_id, agent } => Ok(Reply::Task(Some(
+                self.assign_task(caller, task_id, agent).await?,
+            ))),
+            Command::MsgSend { to, text } => {
+                self.send_message(caller, &to, text).await?;
+                Ok(Reply::Ok)
+            }
+            Command::Broadcast { text, topic } => {
+                self.broadcast(caller, text, topic).await?;
+                Ok(Reply::Ok)
+            }
+            Command::Status => Ok(Reply::Status(self.status())),
+            Command::Agents => Ok(Reply::Agents(self.agent_views().await?)),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The core's data: roles, identities, tasks, agents. Plain types, shared by
+//! every front door and by the store.
+
+use crate::clock::{serde_rfc3339, Millis};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a caller may do. Ordered: each role may do all that the ones below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Twitch viewers and Discord members without a mapped role: read-only queries.
+    Viewer,
+    /// An autonomous agent: claims and works tasks, messages, broadcasts.
+    Agent,
+    /// Creates, assigns and cancels tasks, opens polls.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// The lowercase name used in config, the CLI and the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "agent" => Ok(Role::Agent),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?} (expected viewer, agent, operator or admin)"
+            )),
+        }
+    }
+}
+
+/// Where a caller came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// A WebSocket agent.
+    Ws,
+    /// Discord slash commands and buttons.
+    Discord,
+    /// Twitch chat.
+    Twitch,
+    /// The HTTP API.
+    Http,
+    /// The command line, writing to the database directly.
+    Cli,
+}
+
+impl Platform {
+    /// The lowercase name used in identities, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Ws => "ws",
+            Platform::Discord => "discord",
+            Platform::Twitch => "twitch",
+            Platform::Http => "http",
+            Platform::Cli => "cli",
+        }
+    }
+}
+
+/// Who is asking: identity (as the protocol spells it), role, capabilities.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `agent-3` for an agent; `discord:alice`, `twitch:bob`, `cli:root` for people.
+    pub identity: String,
+    /// The caller's role, already resolved from config or the agent record.
+    pub role: Role,
+    /// An agent's capabilities (empty for people).
+    pub capabilities: Vec<String>,
+    /// The front door the request came through.
+    pub platform: Platform,
+}
+
+impl Caller {
+    /// True when the caller is an agent (its identity has no platform prefix).
+    pub fn is_agent(&self) -> bool {
+        is_agent_identity(&self.identity)
+    }
+}
+
+/// True when `identity` names an agent rather than a person (`discord:...`).
+pub fn is_agent_identity(identity: &str) -> bool {
+    !identity.contains(':')
+}
+
+/// The life cycle of a task. `open` → `claimed` → `done` | `failed`;
+/// `claimed` → `open` on release, expiry or a retryable failure; any
+/// non-final state → `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Waiting to be claimed.
+    Open,
+    /// Held by an assignee under a lease.
+    Claimed,
+    /// Completed (final).
+    Done,
+    /// Failed for good (final).
+    Failed,
+    /// Cancelled (final).
+    Cancelled,
+}
+
+impl TaskState {
+    /// Every state, in life-cycle order.
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Open,
+        TaskState::Claimed,
+        TaskState::Done,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    /// The lowercase name stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Open => "open",
+            TaskState::Claimed => "claimed",
+            TaskState::Done => "done",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for `done`, `failed` and `cancelled`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Done | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    /// The position in [`TaskState::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown task state {s:?} (expected open, claimed, done, failed or cancelled)"
+                )
+            })
+    }
+}
+
+/// A unit of work, as the protocol shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Task {
+    /// Database id, shown as `#42`.
+    pub id: i64,
+    /// Short title.
+    pub title: String,
+    /// Longer description (may be empty).
+    pub body: String,
+    /// Life-cycle state.
+    pub state: TaskState,
+    /// Higher first.
+    pub priority: i64,
+    /// Capabilities an agent needs to claim it by `task.claim` without an id.
+    pub requires: Vec<String>,
+    /// Free labels.
+    pub tags: Vec<String>,
+    /// Who holds it (claimed) or held it last.
+    pub assignee: Option<String>,
+    /// When the current claim's lease runs out.
+    #[serde(with = "serde_rfc3339::option")]
+    pub lease_expires_at: Option<Millis>,
+    /// Claims made so far.
+    pub attempts: i64,
+    /// Claims allowed before a failure or expiry is final.
+    pub max_attempts: i64,
+    /// Identity of the creator.
+    pub created_by: String,
+    /// Creation time.
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: Millis,
+    /// Last change.
+    #[serde(with = "serde_rfc3339")]
+    pub updated_at: Millis,
+    /// What the assignee reported on completion.
+    pub result: Option<serde_json::Value>,
+    /// The last failure's error text.
+    pub error: Option<String>,
+    /// The last progress note.
+    pub progress: Option<String>,
+    /// The last progress percentage.
+    pub percent: Option<i64>,
+}
+
+/// What a creator gives for a new task.
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    /// Short title (required, non-empty).
+    pub title: String,
+    /// Longer description.
+    pub body: String,
+    /// Higher first.
+    pub priority: i64,
+    /// Capabilities needed.
+    pub requires: Vec<String>,
+    /// Free labels.
+    pub tags: Vec<String>,
+    /// Claims allowed (default from config).
+    pub max_attempts: Option<i64>,
+}
+
+/// A registered agent, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// Unique name, the agent's identity.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// What it can do; `task.claim` matches these against `requires`.
+    pub capabilities: Vec<String>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// When it was revoked (its token no longer works).
+    pub revoked_at: Option<Millis>,
+    /// Last time it was connected.
+    pub last_seen: Option<Millis>,
+    /// Every event up to this sequence number is acknowledged.
+    pub acked_seq: i64,
+    /// Events at or before this sequence number predate the agent.
+    pub base_seq: i64,
+}
+
+/// An agent as `agents` lists it: stored record plus live presence.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    /// Agent name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Whether it has at least one open connection (on this instance).
+    pub online: bool,
+    /// Its capabilities.
+    pub capabilities: Vec<String>,
+    /// Id of its most recent claim still held.
+    pub current_task: Option<i64>,
+    /// Last time it was connected (now, when online).
+    #[serde(with = "serde_rfc3339::option")]
+    pub last_seen: Option<Millis>,
+}
+
+/// Number of tasks in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts(pub [i64; 5]);
+
+impl TaskCounts {
+    /// The count for one state.
+    pub fn get(&self, state: TaskState) -> i64 {
+        self.0[state.index()]
+    }
+}
+
+impl Serialize for TaskCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(5))?;
+        for st in TaskState::ALL {
+            m.serialize_entry(st.as_str(), &self.get(st))?;
+        }
+        m.end()
+    }
+}
+
+/// `status`: a snapshot answered from memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// Distinct agents with an open connection.
+    pub agents_online: usize,
+    /// Tasks by state.
+    pub tasks: TaskCounts,
+    /// Seconds since this process started.
+    pub uptime_s: u64,
+    /// The crate version.
+    pub version: &'static str,
+}

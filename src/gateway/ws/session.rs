@@ -1,0 +1,458 @@
+//! One agent connection: the `hello` handshake, replay of missed events,
+//! then one loop that reads requests, writes replies and drains the
+//! connection's event queue. A connection that cannot keep up is cut off by
+//! the bus without slowing anyone else.
+
+use super::frames::{self, ClientFrame};
+use crate::bus::{CloseReason, Delivery};
+use crate::core::error::CoreError;
+use crate::core::model::{Agent, Caller, Platform};
+use crate::gateway::AppState;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Events written per flush when a queue has several waiting.
+const WRITE_BATCH: usize = 64;
+/// Events fetched per replay page.
+const REPLAY_PAGE: i64 = 256;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+/// Why the loop ended; the close frame to send, if any.
+enum Stop {
+    Close(u16, String),
+    Gone,
+}
+
+fn stop(code: u16, reason: impl Into<String>) -> Stop {
+    Stop::Close(code, reason.into())
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn run(socket: WebSocket, app: AppState) {
+    let (sink, stream) = socket.split();
+    let mut conn = Conn {
+        sink,
+        stream,
+        idle: Duration::from_secs(app.cfg.limits.heartbeat_s * 3),
+        app,
+        last_sent: 0,
+        bad_in_a_row: 0,
+        cancel: CancellationToken::new(),
+        close: Arc::new(OnceLock::new()),
+    };
+    let session = uuid::Uuid::new_v4();
+    let (agent, hello) = match conn.handshake().await {
+        Ok(v) => v,
+        Err(s) => {
+            conn.finish(s).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("ws", agent = %agent.name, session = %session);
+    async move {
+        let outcome = conn.serve(agent.clone(), hello, session).await;
+        conn.finish(outcome).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// What `hello` asked for besides the token.
+struct Hello {
+    re: Option<String>,
+    capabilities: Option<Vec<String>>,
+    resume_from: Option<i64>,
+}
+
+struct Conn {
+    sink: Sink,
+    stream: Stream,
+    app: AppState,
+    idle: Duration,
+    /// Highest event `seq` written; live events at or below it were replayed.
+    last_sent: i64,
+    bad_in_a_row: u32,
+    /// Fired by the bus when it ends this connection (revoked, too slow).
+    cancel: CancellationToken,
+    /// Why the bus ended it.
+    close: Arc<OnceLock<CloseReason>>,
+}
+
+impl Conn {
+    /// Writes frames, giving up when the connection is ended, the server
+    /// shuts down, or the peer does not take them within the idle period.
+    async fn write(&mut self, frames: Vec<Message>) -> Result<(), Stop> {
+        let cancel = self.cancel.clone();
+        let shutdown = self.app.shutdown.clone();
+        let idle = self.idle;
+        let sink = &mut self.sink;
+        let work = async move {
+            for f in frames {
+                sink.feed(f).await?;
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            r = work => r.map_err(|_| Stop::Gone),
+            _ = cancel.cancelled() => Err(Stop::Gone),
+            _ = shutdown.cancelled() => Err(Stop::Gone),
+            _ = tokio::time::sleep(idle) => Err(stop(1008, "peer stopped reading")),
+        }
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), Stop> {
+        self.write(vec![Message::Text(text.into())]).await
+    }
+
+    async fn send_error(&mut self, re: Option<&str>, err: &CoreError) -> Result<(), Stop> {
+        self.send_text(frames::error_frame(re, err)).await
+    }
+
+    /// Sends the close frame (when there is one to send) and lets the socket go.
+    async fn finish(&mut self, outcome: Stop) {
+        if let Stop::Close(code, reason) = outcome {
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            }));
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.sink.send(frame)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.sink.close()).await;
+    }
+
+    fn too_large(&self, len: usize) -> CoreError {
+        CoreError::PayloadTooLarge(format!(
+            "frame of {len} bytes exceeds limits.max_frame_bytes ({})",
+            self.app.cfg.limits.max_frame_bytes
+        ))
+    }
+
+    /// Waits for `hello` and authenticates it.
+    async fn handshake(&mut self) -> Result<(Agent, Hello), Stop> {
+        let deadline = Instant::now() + Duration::from_secs(self.app.cfg.limits.hello_timeout_s);
+        loop {
+            let msg = tokio::select! {
+                m = self.stream.next() => m,
+                _ = sleep_until(deadline) => {
+                    return Err(stop(1008, "no hello within the time allowed"));
+                }
+                _ = self.app.shutdown.cancelled() => return Err(stop(1001, "server shutting down")),
+            };
+            let text = match msg {
+                None | Some(Err(_)) => return Err(Stop::Gone),
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Binary(_))) => {
+                    let e =
+                        CoreError::bad_request("binary frames are not accepted; send JSON text");
+                    self.send_error(None, &e).await?;
+                    return Err(stop(1008, "the first frame must be hello"));
+                }
+                Some(Ok(Message::Close(_))) => return Err(Stop::Gone),
+                Some(Ok(_)) => continue,
+            };
+            if text.len() > self.app.cfg.limits.max_frame_bytes {
+                let e = self.too_large(text.len());
+                self.send_error(None, &e).await?;
+                return Err(stop(1009, "frame too large"));
+            }
+            let (re, frame) = match frames::parse(&text) {
+                Ok(v) => v,
+                Err(bad) => {
+                    let e = CoreError::BadRequest(format!(
+                        "{}; the first frame must be hello",
+                        bad.message
+                    ));
+                    self.send_error(bad.re.as_deref(), &e).await?;
+                    return Err(stop(1008, "the first frame must be hello"));
+                }
+            };
+            let ClientFrame::Hello {
+                token,
+                capabilities,
+                resume_from,
+            } = frame
+            else {
+                let e = CoreError::Unauthorized("the first frame must be hello".into());
+                self.send_error(re.as_deref(), &e).await?;
+                return Err(stop(1008, "the first frame must be hello"));
+            };
+            return match self.app.core.authenticate(&token).await {
+                Ok(agent) => Ok((
+                    agent,
+                    Hello {
+                        re,
+                        capabilities,
+                        resume_from,
+                    },
+                )),
+                Err(e) => {
+                    self.send_error(re.as_deref(), &e).await?;
+                    Err(stop(1008, "unauthorized"))
+                }
+            };
+        }
+    }
+
+    /// Registers the connection, sends `welcome`, replays, then serves.
+    async fn serve(&mut self, mut agent: Agent, hello: Hello, session: uuid::Uuid) -> Stop {
+        let core = self.app.core.clone();
+        if let Err(e) = core
+            .agent_connected(&agent.name, hello.capabilities.clone())
+            .await
+        {
+            let _ = self.send_error(hello.re.as_deref(), &e).await;
+            return stop(1008, "bad hello");
+        }
+        if let Some(c) = hello.capabilities {
+            agent.capabilities = c;
+        }
+        let limits = &self.app.cfg.limits;
+        let reg = core
+            .bus
+            .register(&agent.name, agent.capabilities.clone(), limits.send_queue);
+        self.cancel = reg.cancel;
+        self.close = reg.close;
+        let result = self
+            .serve_registered(&agent, hello.re, hello.resume_from, session, reg.rx)
+            .await;
+        core.bus.unregister(&agent.name, reg.id);
+        if let Err(e) = core.store.touch_agent(agent.name.clone()).await {
+            tracing::warn!(error = %e, "could not record last_seen");
+        }
+        tracing::info!("disconnected");
+        result
+    }
+
+    async fn serve_registered(
+        &mut self,
+        agent: &Agent,
+        re: Option<String>,
+        resume_from: Option<i64>,
+        session: uuid::Uuid,
+        rx: mpsc::Receiver<Delivery>,
+    ) -> Stop {
+        let core = self.app.core.clone();
+        let limits = self.app.cfg.limits.clone();
+        let seq = match core.store.max_seq().await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.send_error(re.as_deref(), &e.into()).await;
+                return stop(1011, "internal error");
+            }
+        };
+        let welcome = json!({
+            "type": "welcome", "re": re, "agent": agent.name, "session": session.to_string(),
+            "seq": seq, "heartbeat_s": limits.heartbeat_s, "role": agent.role,
+            "capabilities": agent.capabilities,
+            "limits": {
+                "max_frame_bytes": limits.max_frame_bytes,
+                "max_bad_frames": limits.max_bad_frames,
+                "max_text_chars": limits.max_text_chars,
+                "max_prompt_chars": limits.max_prompt_chars,
+                "max_claims": limits.max_claims,
+                "send_queue": limits.send_queue,
+                "rates": self.app.rate_limits.report(),
+            },
+        });
+        if let Err(s) = self.send_text(welcome.to_string()).await {
+            return s;
+        }
+        tracing::info!(resume_from, "connected");
+        let acked = agent
+            .acked_seq
+            .max(core.acks.latest(&agent.name).unwrap_or(0));
+        let after = resume_from.unwrap_or(acked).max(agent.base_seq);
+        if let Err(s) = self.replay(agent, after).await {
+            return s;
+        }
+        self.read_loop(agent, rx).await
+    }
+
+    /// Sends every stored event after `after` for this agent, page by page.
+    async fn replay(&mut self, agent: &Agent, mut after: i64) -> Result<(), Stop> {
+        let store = self.app.core.store.clone();
+        loop {
+            let page = store
+                .events_for(&agent.name, &agent.capabilities, after, REPLAY_PAGE)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "replay failed");
+                    stop(1011, "replay failed")
+                })?;
+            let Some(scanned) = page.scanned_to else {
+                return Ok(());
+            };
+            after = scanned;
+            if let Some(last) = page.events.last() {
+                self.last_sent = last.seq;
+            }
+            let msgs = page
+                .events
+                .into_iter()
+                .map(|e| Message::Text(Utf8Bytes::from(e.frame.to_string())))
+                .collect();
+            self.write(msgs).await?;
+        }
+    }
+
+    async fn read_loop(&mut self, agent: &Agent, mut rx: mpsc::Receiver<Delivery>) -> Stop {
+        let caller = Caller {
+            identity: agent.name.clone(),
+            role: agent.role,
+            capabilities: agent.capabilities.clone(),
+            platform: Platform::Ws,
+        };
+        let idle = sleep_until(Instant::now() + self.idle);
+        tokio::pin!(idle);
+        let mut rx_closed = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    let r = self.close.get().copied().unwrap_or(CloseReason { code: 1008, reason: "closed" });
+                    return stop(r.code, r.reason);
+                }
+                _ = self.app.shutdown.cancelled() => return stop(1001, "server shutting down"),
+                d = rx.recv(), if !rx_closed => {
+                    let Some(first) = d else { rx_closed = true; continue };
+                    if let Err(s) = self.write_events(first, &mut rx).await {
+                        return s;
+                    }
+                }
+                msg = self.stream.next() => {
+                    idle.as_mut().reset(Instant::now() + self.idle);
+                    let msg = match msg {
+                        None | Some(Err(_)) => return Stop::Gone,
+                        Some(Ok(m)) => m,
+                    };
+                    let result = match msg {
+                        Message::Text(t) => self.on_text(t.as_str(), &caller).await,
+                        Message::Binary(_) => {
+                            let e = CoreError::bad_request("binary frames are not accepted; send JSON text");
+                            self.on_bad(None, e).await
+                        }
+                        Message::Ping(_) | Message::Pong(_) => {
+                            // tungstenite queued the pong; make sure it goes out now
+                            let _ = self.sink.flush().await;
+                            Ok(())
+                        }
+                        Message::Close(_) => return Stop::Gone,
+                    };
+                    if let Err(s) = result {
+                        return s;
+                    }
+                }
+                _ = &mut idle => {
+                    return stop(1008, format!("idle for {} s", self.idle.as_secs()));
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is already queued, in one flush.
+    async fn write_events(
+        &mut self,
+        first: Delivery,
+        rx: &mut mpsc::Receiver<Delivery>,
+    ) -> Result<(), Stop> {
+        let mut batch = Vec::with_capacity(8);
+        let mut next = Some(first);
+        while let Some(d) = next.take() {
+            if d.seq > self.last_sent {
+                self.last_sent = d.seq;
+                batch.push(Message::Text(d.frame));
+            }
+            if batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(batch).await
+    }
+
+    async fn on_bad(&mut self, re: Option<String>, err: CoreError) -> Result<(), Stop> {
+        self.bad_in_a_row += 1;
+        self.send_error(re.as_deref(), &err).await?;
+        if self.bad_in_a_row >= self.app.cfg.limits.max_bad_frames {
+            return Err(stop(1008, "too many bad frames in a row"));
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, text: &str, caller: &Caller) -> Result<(), Stop> {
+        if text.len() > self.app.cfg.limits.max_frame_bytes {
+            let e = self.too_large(text.len());
+            self.send_error(None, &e).await?;
+            return Err(stop(1009, "frame too large"));
+        }
+        let (re, frame) = match frames::parse(text) {
+            Ok(v) => v,
+            Err(bad) => {
+                return self
+                    .on_bad(bad.re, CoreError::BadRequest(bad.message))
+                    .await
+            }
+        };
+        let name = frame.name();
+        if let ClientFrame::Ack { seq } = frame {
+            self.bad_in_a_row = 0;
+            self.app.core.acks.ack(&caller.identity, seq);
+            return Ok(());
+        }
+        let key = format!("ws:{}", caller.identity);
+        if let Err(l) = self.app.rate_limits.check(&key, caller.role, name) {
+            self.bad_in_a_row = 0;
+            let e = CoreError::RateLimited {
+                message: format!(
+                    "rate limit for {} exceeded; retry in {} ms",
+                    l.class, l.retry_after_ms
+                ),
+                retry_after_ms: l.retry_after_ms,
+            };
+            return self.send_error(re.as_deref(), &e).await;
+        }
+        let reply = match frame {
+            ClientFrame::Hello { .. } => {
+                return self
+                    .on_bad(re, CoreError::bad_request("hello was already received on this connection"))
+                    .await
+            }
+            ClientFrame::Ping {} => json!({ "type": "pong", "re": re }).to_string(),
+            ClientFrame::Reason { .. } => frames::error_frame(
+                re.as_deref(),
+                &CoreError::Unavailable(
+                    "reasoning is not configured: set SWARMBRIDGE_REASONING_BASE_URL (and SWARMBRIDGE_REASONING_MODEL)".into(),
+                ),
+            ),
+            other => {
+                let cmd = match other.into_command() {
+                    Ok(Some(cmd)) => cmd,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return self.on_bad(re, e).await,
+                };
+                let command = cmd.name();
+                match self.app.core.execute(caller, cmd).await {
+                    Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
+                    Err(e) => {
+                        tracing::debug!(command, code = e.code(), "refused");
+                        frames::error_frame(re.as_deref(), &e)
+                    }
+                }
+            }
+        };
+        self.bad_in_a_row = 0;
+        self.send_text(reply).await
+    }
+}

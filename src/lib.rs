@@ -1,0 +1,12 @@
+//! swarmbridge: one coordination core for Discord operators, Twitch viewers
+//! and WebSocket agents. See `docs/` and the design notes for the shape.
+
+pub mod bus;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod gateway;
+pub mod limits;
+pub mod server;
+pub mod store;

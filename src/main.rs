@@ -1,0 +1,5 @@
+//! The `swarmbridge` binary: parse the command line, run the library.
+
+fn main() -> std::process::ExitCode {
+    swarmbridge::cli::main()
+}

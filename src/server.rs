@@ -1,0 +1,225 @@
+//! `swarmbridge serve`: opens the store, starts the background upkeep and
+//! the HTTP/WebSocket listener, and shuts all of it down in order.
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::core::{sweeper, Core};
+use crate::gateway::{self, AppState};
+use crate::limits::RateLimits;
+use crate::store::{Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the configured store with `bus` as its event sink and builds the core.
+pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, StoreError> {
+    let store = Store::open(
+        &cfg.database.url,
+        cfg.database.read_connections,
+        bus.clone(),
+    )
+    .await?;
+    Ok(Core::new(
+        Arc::new(store),
+        bus,
+        cfg.tasks.clone(),
+        cfg.limits.clone(),
+    ))
+}
+
+/// A server that is listening; dropping it does not stop it, [`Running::shutdown`] does.
+pub struct Running {
+    addr: SocketAddr,
+    /// The core, for tests and embedding.
+    pub core: Arc<Core>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    tasks: JoinSet<()>,
+    grace: Duration,
+}
+
+impl Running {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes WebSockets with 1001, lets requests in flight
+    /// finish (up to the grace period), stops the upkeep and writes pending acks.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(self.grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not close within the grace period");
+        }
+        while tokio::time::timeout(self.grace, self.tasks.join_next())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {}
+        self.tasks.abort_all();
+        sweeper::flush_acks(&self.core).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Binds the listener and starts everything; returns once it is listening.
+pub async fn start(cfg: Config) -> Result<Running, ServerError> {
+    let cfg = Arc::new(cfg);
+    let bus = Arc::new(Bus::new());
+    let core = open_core(&cfg, bus).await?;
+    let shutdown = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    let mut tasks = JoinSet::new();
+
+    let rate_limits = Arc::new(RateLimits::new(&cfg.limits));
+    tasks.spawn(sweeper::run_lease_sweeper(
+        core.clone(),
+        Duration::from_millis(cfg.tasks.sweep_interval_ms.max(10)),
+        shutdown.clone(),
+    ));
+    tasks.spawn(sweeper::run_external_watcher(
+        core.clone(),
+        Duration::from_millis(cfg.sync.poll_interval_ms.max(10)),
+        shutdown.clone(),
+    ));
+    tasks.spawn(sweeper::run_ack_flusher(
+        core.clone(),
+        Duration::from_millis(cfg.sync.ack_flush_ms.max(10)),
+        shutdown.clone(),
+    ));
+    {
+        let limits = rate_limits.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => limits.retain_recent(),
+                }
+            }
+        });
+    }
+
+    let addr = cfg.listen_addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let state = AppState {
+        core: core.clone(),
+        cfg: cfg.clone(),
+        rate_limits,
+        shutdown: shutdown.clone(),
+        sessions: sessions.clone(),
+    };
+    let app = gateway::router(state);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(
+        %addr,
+        database = %redact_url(&cfg.database.url),
+        "listening: WebSocket /ws, /health, /ready"
+    );
+    Ok(Running {
+        addr,
+        core,
+        shutdown,
+        sessions,
+        tasks,
+        grace: Duration::from_secs(cfg.server.shutdown_grace_s),
+    })
+}
+
+/// Hides a password in a database URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down in order.
+pub async fn serve(cfg: Config) -> Result<(), ServerError> {
+    let running = start(cfg).await?;
+    wait_for_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact_url("swarmbridge.db"), "swarmbridge.db");
+    }
+}

@@ -1,0 +1,243 @@
+//! Shared test kit: a real server on a random loopback port with a fresh
+//! SQLite file, and a WebSocket agent client that speaks the protocol.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use swarmbridge::config::Config;
+use swarmbridge::core::model::Role;
+use swarmbridge::server::{self, Running};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for anything before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running server with its own database directory.
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub dir: TempDir,
+    pub db: PathBuf,
+    pub cfg: Config,
+}
+
+/// The default test configuration: port 0, a fresh database, fast upkeep.
+pub fn test_config(db: &std::path::Path) -> Config {
+    let mut cfg = Config::load(None).expect("default config loads");
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.database.url = db.display().to_string();
+    cfg.tasks.sweep_interval_ms = 50;
+    cfg.sync.poll_interval_ms = 100;
+    cfg.sync.ack_flush_ms = 50;
+    cfg.server.shutdown_grace_s = 5;
+    cfg
+}
+
+impl TestServer {
+    /// Starts a server with the default test configuration.
+    pub async fn spawn() -> TestServer {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` adjusts the configuration.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("test.db");
+        let mut cfg = test_config(&db);
+        tweak(&mut cfg);
+        let running = server::start(cfg.clone()).await.expect("server starts");
+        TestServer {
+            running: Some(running),
+            dir,
+            db,
+            cfg,
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("server running")
+    }
+
+    /// `ws://127.0.0.1:PORT/ws`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.running().local_addr())
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.running().local_addr())
+    }
+
+    /// Registers an agent and returns its token.
+    pub async fn add_agent(&self, name: &str, role: Role, caps: &[&str]) -> String {
+        let (_, token) = self
+            .running()
+            .core
+            .add_agent(name, role, caps.iter().map(|s| s.to_string()).collect())
+            .await
+            .expect("agent added");
+        token
+    }
+
+    /// Connects and says hello as a new agent with these capabilities.
+    pub async fn agent(&self, name: &str, caps: &[&str]) -> Client {
+        let token = self.add_agent(name, Role::Agent, caps).await;
+        Client::hello(&self.ws_url(), &token, json!({})).await
+    }
+
+    /// Connects and says hello as a new operator.
+    pub async fn operator(&self, name: &str) -> Client {
+        let token = self.add_agent(name, Role::Operator, &[]).await;
+        Client::hello(&self.ws_url(), &token, json!({})).await
+    }
+
+    /// Shuts the server down in order (as SIGTERM would).
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// Stops and starts again on the same database (new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = server::start(self.cfg.clone())
+            .await
+            .expect("server restarts");
+        self.running = Some(running);
+    }
+}
+
+/// A WebSocket agent client.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub welcome: Value,
+    next_id: u64,
+}
+
+impl Client {
+    /// Opens a WebSocket without saying hello.
+    pub async fn raw(url: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        ws
+    }
+
+    /// Connects and says hello with `token` plus `extra` fields; panics unless welcomed.
+    pub async fn hello(url: &str, token: &str, extra: Value) -> Client {
+        let mut ws = Self::raw(url).await;
+        let mut hello = json!({ "type": "hello", "id": "hello", "token": token });
+        if let (Some(h), Some(e)) = (hello.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                h.insert(k.clone(), v.clone());
+            }
+        }
+        ws.send(Message::Text(hello.to_string().into()))
+            .await
+            .expect("send hello");
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+            next_id: 0,
+        };
+        let w = c.recv().await;
+        assert_eq!(w["type"], "welcome", "expected welcome, got {w}");
+        c.welcome = w;
+        c
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        let text: String = text.into();
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a JSON frame as is.
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(frame.to_string()).await;
+    }
+
+    /// The next JSON text frame (panics on timeout or close).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("frame is JSON"),
+                Message::Close(c) => panic!("closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame, or None if nothing arrives within `d`.
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
+        match tokio::time::timeout(d, self.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => Some(serde_json::from_str(&t).expect("JSON")),
+            Ok(_) | Err(_) => None,
+        }
+    }
+
+    /// Sends a request with a fresh id and returns the frame that answers it
+    /// (events that arrive meanwhile are skipped).
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("r{}", self.next_id);
+        frame["id"] = json!(id);
+        self.send(frame).await;
+        loop {
+            let v = self.recv().await;
+            if v["re"] == json!(id) {
+                return v;
+            }
+        }
+    }
+
+    /// Like [`Client::request`], asserting the reply type.
+    pub async fn ok(&mut self, frame: Value, reply_type: &str) -> Value {
+        let v = self.request(frame).await;
+        assert_eq!(v["type"], reply_type, "unexpected reply: {v}");
+        v
+    }
+
+    /// Waits for the next `event` of `kind`, skipping other frames.
+    pub async fn event(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == "event" && v["kind"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns the close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        wait_close(&mut self.ws).await
+    }
+}
+
+/// Reads until the connection closes; returns the close frame (if one came).
+pub async fn wait_close(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Option<CloseFrame> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for close")
+        {
+            Some(Ok(Message::Close(c))) => return c,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
