@@ -13,7 +13,7 @@ use std::path::Path;
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Everything swarmbridge can be told.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The HTTP/WebSocket listener.
@@ -28,6 +28,9 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The OpenAI-compatible reasoning backend (`SWARMBRIDGE_REASONING_*`).
+    #[serde(default)]
+    pub reasoning: crate::reason::ReasonConfig,
 }
 
 /// `[server]`
@@ -146,6 +149,9 @@ fn env_key(key: &str) -> Option<String> {
         "listen" => "server.listen".to_string(),
         "database_url" => "database.url".to_string(),
         "log_format" => "log.format".to_string(),
+        "reasoning_base_url" => "reasoning.base_url".to_string(),
+        "reasoning_model" => "reasoning.model".to_string(),
+        "reasoning_api_key" => "reasoning.api_key".to_string(),
         _ if k.contains("__") => k.replace("__", "."),
         _ => return None,
     };
@@ -168,13 +174,29 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("SWARMBRIDGE_").filter_map(|k| env_key(k.as_str()).map(Into::into)),
         );
-        let cfg: Config = fig.extract().map_err(Box::new)?;
+        let mut cfg: Config = fig.extract().map_err(Box::new)?;
+        if cfg
+            .reasoning
+            .base_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            cfg.reasoning.base_url = None;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Checks values the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.reasoning.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: "reasoning.base_url",
+                    problem: format!("expected an http:// or https:// URL, got {url:?}"),
+                });
+            }
+        }
         fn bad(key: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
             Err(ConfigError::Invalid {
                 key,

@@ -8,5 +8,6 @@ pub mod config;
 pub mod core;
 pub mod gateway;
 pub mod limits;
+pub mod reason;
 pub mod server;
 pub mod store;

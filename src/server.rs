@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::core::{sweeper, Core};
 use crate::gateway::{self, AppState};
 use crate::limits::RateLimits;
+use crate::reason::{ReasonCache, Reasoner};
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ pub enum ServerError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// The reasoning settings are not usable.
+    #[error("reasoning: {0}")]
+    Reasoning(String),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -30,17 +34,24 @@ pub enum ServerError {
     },
 }
 
-/// Opens the configured store with `bus` as its event sink and builds the core.
-pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, StoreError> {
+/// Opens the configured store with `bus` as its event sink and builds the
+/// core, with the reasoning engine caching in that store.
+pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerError> {
     let store = Store::open(
         &cfg.database.url,
         cfg.database.read_connections,
         bus.clone(),
     )
     .await?;
+    let store = Arc::new(store);
+    let mut reasoning = cfg.reasoning.clone();
+    reasoning.max_prompt_chars = cfg.limits.max_prompt_chars;
+    let reasoner = Reasoner::new(reasoning, store.clone() as Arc<dyn ReasonCache>)
+        .map_err(|e| ServerError::Reasoning(e.to_string()))?;
     Ok(Core::new(
-        Arc::new(store),
+        store,
         bus,
+        Arc::new(reasoner),
         cfg.tasks.clone(),
         cfg.limits.clone(),
     ))
@@ -156,7 +167,18 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     tracing::info!(
         %addr,
         database = %redact_url(&cfg.database.url),
-        "listening: WebSocket /ws, /health, /ready"
+        "listening: WebSocket /ws, HTTP /api, /health, /ready"
+    );
+    tracing::info!(
+        reasoning = if core.reasoner.is_configured() {
+            "on"
+        } else {
+            "off"
+        },
+        model = core.reasoner.model(),
+        discord = "off",
+        twitch = "off",
+        "front doors"
     );
     Ok(Running {
         addr,

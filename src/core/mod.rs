@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod messages;
 pub mod model;
+pub mod reasoning;
 pub mod sweeper;
 pub mod tasks;
 
@@ -33,6 +34,8 @@ pub struct Core {
     pub limits: LimitsConfig,
     /// Acknowledgements, kept in memory and flushed in batches.
     pub acks: AckBook,
+    /// The reasoning engine (answers `unavailable` when not configured).
+    pub reasoner: Arc<crate::reason::Reasoner>,
     started: Instant,
 }
 
@@ -41,12 +44,14 @@ impl Core {
     pub fn new(
         store: Arc<Store>,
         bus: Arc<Bus>,
+        reasoner: Arc<crate::reason::Reasoner>,
         tasks_cfg: TasksConfig,
         limits: LimitsConfig,
     ) -> Arc<Self> {
         Arc::new(Core {
             store,
             bus,
+            reasoner,
             tasks_cfg,
             limits,
             acks: AckBook::default(),

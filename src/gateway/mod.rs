@@ -2,13 +2,14 @@
 //! HTTP endpoints. Each parses into the core's command model and renders
 //! its replies; none touches the database directly.
 
+pub mod api;
 pub mod http;
 pub mod ws;
 
 use crate::config::Config;
 use crate::core::Core;
 use crate::limits::RateLimits;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
+        .route("/api/reason", post(api::reason))
+        .route("/api/reason/stream", post(api::reason_stream))
         .fallback(http::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -2,6 +2,8 @@
 //! SQLite file, and a WebSocket agent client that speaks the protocol.
 #![allow(dead_code)]
 
+pub mod fake_openai;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -239,5 +241,72 @@ pub async fn wait_close(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> 
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
         }
+    }
+}
+
+// ---- helpers for the WebSocket protocol suites (ws_*.rs) -----------------
+
+/// The close code of a close frame, if one came.
+pub fn close_code(c: &Option<CloseFrame>) -> Option<u16> {
+    c.as_ref().map(|c| u16::from(c.code))
+}
+
+impl TestServer {
+    /// The running server's core (for revocation and bus counters).
+    pub fn core(&self) -> &std::sync::Arc<swarmbridge::core::Core> {
+        &self.running().core
+    }
+
+    /// Connects and says hello as a new admin.
+    pub async fn admin(&self, name: &str) -> Client {
+        let token = self.add_agent(name, Role::Admin, &[]).await;
+        Client::hello(&self.ws_url(), &token, json!({})).await
+    }
+}
+
+impl Client {
+    /// Wraps a socket that has not been welcomed (to read what a refused
+    /// `hello` gets, for example).
+    pub fn unwelcomed(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            welcome: Value::Null,
+            next_id: 0,
+        }
+    }
+
+    /// Sends a request and asserts it is refused with `code`; returns the error frame.
+    pub async fn err(&mut self, frame: Value, code: &str) -> Value {
+        let v = self.request(frame).await;
+        assert_eq!(v["type"], "error", "expected error {code}, got {v}");
+        assert_eq!(v["code"], code, "unexpected error: {v}");
+        v
+    }
+
+    /// Asserts the connection is open and served: `ping` is answered by `pong`.
+    pub async fn assert_alive(&mut self) {
+        let v = self.request(json!({"type": "ping"})).await;
+        assert_eq!(v["type"], "pong", "expected pong, got {v}");
+    }
+
+    /// The next frame that is not an event (a reply to a frame sent as is).
+    pub async fn reply(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] != "event" {
+                return v;
+            }
+        }
+    }
+
+    /// Creates a task and returns it (the `task` object of the reply).
+    pub async fn create_task(&mut self, fields: Value) -> Value {
+        let mut frame = json!({"type": "task.create"});
+        if let (Some(f), Some(e)) = (frame.as_object_mut(), fields.as_object()) {
+            for (k, v) in e {
+                f.insert(k.clone(), v.clone());
+            }
+        }
+        self.ok(frame, "task").await["task"].clone()
     }
 }

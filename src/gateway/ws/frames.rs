@@ -365,6 +365,15 @@ pub fn reply_frame(re: Option<&str>, reply: &Reply) -> String {
     v.to_string()
 }
 
+/// Renders a `reason.result` frame.
+pub fn reason_result_frame(re: Option<&str>, a: &crate::reason::ReasonAnswer) -> String {
+    json!({
+        "type": "reason.result", "re": re, "text": a.text, "mode": a.mode,
+        "confidence": a.confidence, "cached": a.cached, "model": a.model,
+    })
+    .to_string()
+}
+
 /// Renders an `error` frame.
 pub fn error_frame(re: Option<&str>, err: &CoreError) -> String {
     json!({

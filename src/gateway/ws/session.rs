@@ -15,6 +15,7 @@ use serde_json::json;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,6 +24,10 @@ use tracing::Instrument;
 const WRITE_BATCH: usize = 64;
 /// Events fetched per replay page.
 const REPLAY_PAGE: i64 = 256;
+/// Frames produced off the loop that may wait to be written.
+const SIDE_QUEUE: usize = 256;
+/// Reasoning calls one connection may have in flight.
+const MAX_REASON_JOBS: usize = 8;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -40,6 +45,7 @@ fn stop(code: u16, reason: impl Into<String>) -> Stop {
 /// Serves one upgraded WebSocket until it closes.
 pub async fn run(socket: WebSocket, app: AppState) {
     let (sink, stream) = socket.split();
+    let (side_tx, side_rx) = mpsc::channel(SIDE_QUEUE);
     let mut conn = Conn {
         sink,
         stream,
@@ -49,6 +55,9 @@ pub async fn run(socket: WebSocket, app: AppState) {
         bad_in_a_row: 0,
         cancel: CancellationToken::new(),
         close: Arc::new(OnceLock::new()),
+        jobs: JoinSet::new(),
+        side_tx,
+        side_rx: Some(side_rx),
     };
     let session = uuid::Uuid::new_v4();
     let (agent, hello) = match conn.handshake().await {
@@ -86,6 +95,11 @@ struct Conn {
     cancel: CancellationToken,
     /// Why the bus ended it.
     close: Arc<OnceLock<CloseReason>>,
+    /// Reasoning calls in flight; aborted when the connection ends.
+    jobs: JoinSet<()>,
+    /// Frames produced off the loop (reasoning deltas and results).
+    side_tx: mpsc::Sender<String>,
+    side_rx: Option<mpsc::Receiver<String>>,
 }
 
 impl Conn {
@@ -315,6 +329,9 @@ impl Conn {
         let idle = sleep_until(Instant::now() + self.idle);
         tokio::pin!(idle);
         let mut rx_closed = false;
+        let Some(mut side_rx) = self.side_rx.take() else {
+            return stop(1011, "internal error");
+        };
         loop {
             tokio::select! {
                 biased;
@@ -326,6 +343,11 @@ impl Conn {
                 d = rx.recv(), if !rx_closed => {
                     let Some(first) = d else { rx_closed = true; continue };
                     if let Err(s) = self.write_events(first, &mut rx).await {
+                        return s;
+                    }
+                }
+                Some(frame) = side_rx.recv() => {
+                    if let Err(s) = self.send_text(frame).await {
                         return s;
                     }
                 }
@@ -382,6 +404,53 @@ impl Conn {
         self.write(batch).await
     }
 
+    /// Starts a reasoning call off the loop; its deltas and result come
+    /// back through the side queue.
+    fn start_reason(
+        &mut self,
+        caller: &Caller,
+        re: Option<String>,
+        prompt: String,
+        mode: &str,
+        stream: bool,
+    ) -> Result<(), CoreError> {
+        while self.jobs.try_join_next().is_some() {}
+        if self.jobs.len() >= MAX_REASON_JOBS {
+            return Err(CoreError::RateLimited {
+                message: format!(
+                    "{MAX_REASON_JOBS} reasoning calls already in flight on this connection"
+                ),
+                retry_after_ms: 1000,
+            });
+        }
+        let mode = self.app.core.check_reason(caller, &prompt, mode)?;
+        let core = self.app.core.clone();
+        let out = self.side_tx.clone();
+        self.jobs.spawn(async move {
+            let result = if stream {
+                let (dtx, mut drx) = mpsc::channel::<String>(64);
+                let fwd_out = out.clone();
+                let fwd_re = re.clone();
+                let forward = async move {
+                    while let Some(text) = drx.recv().await {
+                        let f = json!({ "type": "reason.delta", "re": fwd_re, "text": text });
+                        let _ = fwd_out.send(f.to_string()).await;
+                    }
+                };
+                let (res, ()) = tokio::join!(core.reason(&prompt, mode, Some(dtx)), forward);
+                res
+            } else {
+                core.reason(&prompt, mode, None).await
+            };
+            let frame = match result {
+                Ok(a) => frames::reason_result_frame(re.as_deref(), &a),
+                Err(e) => frames::error_frame(re.as_deref(), &e),
+            };
+            let _ = out.send(frame).await;
+        });
+        Ok(())
+    }
+
     async fn on_bad(&mut self, re: Option<String>, err: CoreError) -> Result<(), Stop> {
         self.bad_in_a_row += 1;
         self.send_error(re.as_deref(), &err).await?;
@@ -426,16 +495,27 @@ impl Conn {
         let reply = match frame {
             ClientFrame::Hello { .. } => {
                 return self
-                    .on_bad(re, CoreError::bad_request("hello was already received on this connection"))
+                    .on_bad(
+                        re,
+                        CoreError::bad_request("hello was already received on this connection"),
+                    )
                     .await
             }
             ClientFrame::Ping {} => json!({ "type": "pong", "re": re }).to_string(),
-            ClientFrame::Reason { .. } => frames::error_frame(
-                re.as_deref(),
-                &CoreError::Unavailable(
-                    "reasoning is not configured: set SWARMBRIDGE_REASONING_BASE_URL (and SWARMBRIDGE_REASONING_MODEL)".into(),
-                ),
-            ),
+            ClientFrame::Reason {
+                prompt,
+                mode,
+                stream,
+            } => {
+                match self.start_reason(caller, re.clone(), prompt, &mode, stream.unwrap_or(false))
+                {
+                    Ok(()) => {
+                        self.bad_in_a_row = 0;
+                        return Ok(());
+                    }
+                    Err(e) => frames::error_frame(re.as_deref(), &e),
+                }
+            }
             other => {
                 let cmd = match other.into_command() {
                     Ok(Some(cmd)) => cmd,
