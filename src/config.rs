@@ -28,6 +28,9 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Where the command catalog comes from.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
     /// The OpenAI-compatible reasoning backend (`SWARMBRIDGE_REASONING_*`).
     #[serde(default)]
     pub reasoning: crate::reason::ReasonConfig,
@@ -111,6 +114,14 @@ pub struct SyncConfig {
     pub poll_interval_ms: u64,
     /// How often acknowledgements are written.
     pub ack_flush_ms: u64,
+}
+
+/// `[catalog]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// A directory of `*.toml` command files replacing the embedded catalog.
+    pub dir: Option<String>,
 }
 
 /// `[log]`

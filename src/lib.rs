@@ -2,6 +2,7 @@
 //! and WebSocket agents. See `docs/` and the design notes for the shape.
 
 pub mod bus;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;

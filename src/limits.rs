@@ -64,26 +64,26 @@ impl RateLimits {
         }
     }
 
-    /// Counts one request of `command` by `key` (e.g. `ws:agent-3`): against
-    /// `requests`, then against the command's own class when one is
-    /// configured. Exempt roles always pass.
-    pub fn check(&self, key: &str, role: Role, command: &str) -> Result<(), Limited> {
+    /// Counts one request of rate class `class` by `key` (e.g. `ws:agent-3`):
+    /// against `requests`, then against `class` when it is another
+    /// configured class. Exempt roles always pass.
+    pub fn check(&self, key: &str, role: Role, class: &str) -> Result<(), Limited> {
         if self.exempt.contains(&role) {
             return Ok(());
         }
         let key = key.to_string();
-        for name in [REQUESTS, command] {
-            let Some(class) = self.classes.get(name) else {
+        for name in [REQUESTS, class] {
+            let Some(limiter) = self.classes.get(name).map(|c| &c.limiter) else {
                 continue;
             };
-            if let Err(not_until) = class.limiter.check_key(&key) {
+            if let Err(not_until) = limiter.check_key(&key) {
                 let wait = not_until.wait_time_from(self.clock.now());
                 return Err(Limited {
                     class: name.to_string(),
                     retry_after_ms: (wait.as_millis() as u64).max(1),
                 });
             }
-            if name == command {
+            if name == class {
                 break;
             }
         }

@@ -2,6 +2,7 @@
 //! the HTTP/WebSocket listener, and shuts all of it down in order.
 
 use crate::bus::Bus;
+use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::core::{sweeper, Core};
 use crate::gateway::{self, AppState};
@@ -21,6 +22,9 @@ pub enum ServerError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// The command catalog is invalid.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// The reasoning settings are not usable.
     #[error("reasoning: {0}")]
     Reasoning(String),
@@ -48,10 +52,15 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     reasoning.max_prompt_chars = cfg.limits.max_prompt_chars;
     let reasoner = Reasoner::new(reasoning, store.clone() as Arc<dyn ReasonCache>)
         .map_err(|e| ServerError::Reasoning(e.to_string()))?;
+    let catalog = match &cfg.catalog.dir {
+        Some(dir) => Catalog::from_dir(std::path::Path::new(dir))?,
+        None => Catalog::embedded()?,
+    };
     Ok(Core::new(
         store,
         bus,
         Arc::new(reasoner),
+        Arc::new(catalog),
         cfg.tasks.clone(),
         cfg.limits.clone(),
     ))

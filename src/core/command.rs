@@ -3,7 +3,7 @@
 //! the front doors' parsers.
 
 use super::error::CoreError;
-use super::model::{AgentView, Caller, NewTask, Role, StatusReport, Task, TaskState};
+use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::Core;
 
 /// A request, already parsed and typed, from any front door.
@@ -124,19 +124,6 @@ impl Command {
             Command::Agents => "agents",
         }
     }
-
-    /// The least role that may run the command at all (finer rules, such as
-    /// "only the assignee", are checked where the command is applied).
-    pub fn required_role(&self) -> Role {
-        match self {
-            Command::Status
-            | Command::Agents
-            | Command::TaskGet { .. }
-            | Command::TaskList { .. } => Role::Viewer,
-            Command::TaskAssign { .. } => Role::Operator,
-            _ => Role::Agent,
-        }
-    }
 }
 
 /// What a command produced; each front door renders it its own way.
@@ -159,7 +146,13 @@ impl Core {
     /// Applies a command for a caller: checks the role, validates, runs it
     /// (one transaction for a state change) and returns the reply.
     pub async fn execute(&self, caller: &Caller, cmd: Command) -> Result<Reply, CoreError> {
-        let need = cmd.required_role();
+        let need = self
+            .catalog
+            .get(cmd.name())
+            .map(|c| c.role)
+            .ok_or_else(|| {
+                CoreError::Internal(format!("{} is not in the command catalog", cmd.name()))
+            })?;
         if caller.role < need {
             return Err(CoreError::Forbidden(format!(
                 "{} needs role {need} (you are {})",

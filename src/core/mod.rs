@@ -34,6 +34,8 @@ pub struct Core {
     pub limits: LimitsConfig,
     /// Acknowledgements, kept in memory and flushed in batches.
     pub acks: AckBook,
+    /// Every command: roles, rate classes, options.
+    pub catalog: Arc<crate::catalog::Catalog>,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
     started: Instant,
@@ -45,6 +47,7 @@ impl Core {
         store: Arc<Store>,
         bus: Arc<Bus>,
         reasoner: Arc<crate::reason::Reasoner>,
+        catalog: Arc<crate::catalog::Catalog>,
         tasks_cfg: TasksConfig,
         limits: LimitsConfig,
     ) -> Arc<Self> {
@@ -52,6 +55,7 @@ impl Core {
             store,
             bus,
             reasoner,
+            catalog,
             tasks_cfg,
             limits,
             acks: AckBook::default(),
@@ -62,6 +66,15 @@ impl Core {
     /// Seconds since this core started.
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+
+    /// The rate-limit class of a request type (`msg.send`, ...), from the
+    /// catalog; `requests` for anything it does not list (ping).
+    pub fn rate_class<'a>(&'a self, request: &'a str) -> &'a str {
+        self.catalog
+            .get(request)
+            .map(|c| c.rate_class.as_str())
+            .unwrap_or(crate::limits::REQUESTS)
     }
 
     /// Checks a text field against `limits.max_text_chars` (and emptiness).

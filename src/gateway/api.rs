@@ -101,11 +101,11 @@ impl FromRequestParts<AppState> for ApiCaller {
 }
 
 impl ApiCaller {
-    /// Applies the caller's rate limits for `command`.
+    /// Applies the caller's rate limits for `command` (its catalog class).
     pub fn check_rate(&self, app: &AppState, command: &str) -> Result<(), ApiError> {
         let key = format!("http:{}", self.0.identity);
         app.rate_limits
-            .check(&key, self.0.role, command)
+            .check(&key, self.0.role, app.core.rate_class(command))
             .map_err(|l| {
                 ApiError(CoreError::RateLimited {
                     message: format!(

@@ -481,7 +481,8 @@ impl Conn {
             return Ok(());
         }
         let key = format!("ws:{}", caller.identity);
-        if let Err(l) = self.app.rate_limits.check(&key, caller.role, name) {
+        let class = self.app.core.rate_class(name);
+        if let Err(l) = self.app.rate_limits.check(&key, caller.role, class) {
             self.bad_in_a_row = 0;
             let e = CoreError::RateLimited {
                 message: format!(
