@@ -9,6 +9,7 @@ use crate::gateway::{self, AppState};
 use crate::limits::RateLimits;
 use crate::reason::{ReasonCache, Reasoner};
 use crate::store::{Store, StoreError};
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,6 +164,11 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     let app = gateway::router(state);
     let stop = shutdown.clone();
     tasks.spawn(async move {
+        // Replies and events are small and written as they come: without
+        // NODELAY, Nagle's algorithm holds a reply behind an unacknowledged event.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -175,7 +175,9 @@ async fn prepare_db(
     let core = swarmbridge::server::open_core(&cfg, Arc::new(Bus::new())).await?;
     let mut tokens = Vec::with_capacity(agents);
     for i in 0..agents {
-        let (_, t) = core.add_agent(&format!("{prefix}{i}"), role, vec![]).await?;
+        let (_, t) = core
+            .add_agent(&format!("{prefix}{i}"), role, vec![])
+            .await?;
         tokens.push(t);
     }
     let cli = swarmbridge::core::model::Caller {
@@ -258,7 +260,11 @@ async fn hello(addr: SocketAddr, token: &str) -> anyhow::Result<Ws> {
 }
 
 /// Connects `tokens.len()` agents (or bare subscribers), 256 at a time.
-async fn connect_many(addr: SocketAddr, tokens: Option<&[String]>, n: usize) -> anyhow::Result<Vec<Ws>> {
+async fn connect_many(
+    addr: SocketAddr,
+    tokens: Option<&[String]>,
+    n: usize,
+) -> anyhow::Result<Vec<Ws>> {
     let sem = Arc::new(Semaphore::new(256));
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
@@ -296,7 +302,11 @@ impl Samples {
 
 /// Reads frames, counts those carrying the `@@ts@@` marker and samples
 /// their latency (every 8th), until `stop`.
-async fn subscribe(mut rx: SplitStream<Ws>, count: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Samples {
+async fn subscribe(
+    mut rx: SplitStream<Ws>,
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Samples {
     let mut samples = Samples::default();
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -309,7 +319,7 @@ async fn subscribe(mut rx: SplitStream<Ws>, count: Arc<AtomicU64>, stop: Arc<Ato
             if let Some(start) = t.find("@@") {
                 count.fetch_add(1, Ordering::Relaxed);
                 n += 1;
-                if n % 8 == 0 {
+                if n.is_multiple_of(8) {
                     let rest = &t[start + 2..];
                     if let Some(end) = rest.find("@@") {
                         if let Ok(ts) = rest[..end].parse::<u64>() {
@@ -436,11 +446,19 @@ async fn fanout_swarmbridge(
         json!({"type":"broadcast","text":format!("@@{ts}@@{pad}")}).to_string()
     })
     .await?;
-    eprintln!("  server RSS at end: {} MiB", rss_kib(srv.pid()).unwrap_or(0) / 1024);
+    eprintln!(
+        "  server RSS at end: {} MiB",
+        rss_kib(srv.pid()).unwrap_or(0) / 1024
+    );
     Ok(r)
 }
 
-async fn fanout_bare(conns: usize, seconds: u64, window: usize, payload: usize) -> anyhow::Result<FanoutResult> {
+async fn fanout_bare(
+    conns: usize,
+    seconds: u64,
+    window: usize,
+    payload: usize,
+) -> anyhow::Result<FanoutResult> {
     let srv = spawn_bare().await?;
     let subs = connect_many(srv.addr, None, conns).await?;
     let mut publisher = connect(srv.addr).await?;
@@ -542,7 +560,8 @@ async fn claims(bin: &PathBuf, agents: usize, tasks: usize) -> anyhow::Result<()
         handles.push(tokio::spawn(async move {
             let mut got = Vec::new();
             loop {
-                ws.send(Message::Text(r#"{"type":"task.claim","id":"c"}"#.into())).await?;
+                ws.send(Message::Text(r#"{"type":"task.claim","id":"c"}"#.into()))
+                    .await?;
                 let reply = next_reply(&mut ws, "c").await?;
                 let task = &reply["task"];
                 if task.is_null() {
@@ -552,7 +571,9 @@ async fn claims(bin: &PathBuf, agents: usize, tasks: usize) -> anyhow::Result<()
                 let id = task["id"].as_i64().unwrap_or(-1);
                 got.push(id);
                 ws.send(Message::Text(
-                    json!({"type":"task.complete","id":"d","task_id":id}).to_string().into(),
+                    json!({"type":"task.complete","id":"d","task_id":id})
+                        .to_string()
+                        .into(),
                 ))
                 .await?;
                 let done = next_reply(&mut ws, "d").await?;
@@ -574,7 +595,10 @@ async fn claims(bin: &PathBuf, agents: usize, tasks: usize) -> anyhow::Result<()
         unique.len(),
         all.len() - unique.len()
     );
-    anyhow::ensure!(all.len() == tasks && unique.len() == tasks, "not exactly once!");
+    anyhow::ensure!(
+        all.len() == tasks && unique.len() == tasks,
+        "not exactly once!"
+    );
     Ok(())
 }
 
@@ -601,7 +625,8 @@ async fn status(bin: &PathBuf, requests: usize) -> anyhow::Result<()> {
     let mut samples = Samples::default();
     for _ in 0..requests {
         let t = Instant::now();
-        ws.send(Message::Text(r#"{"type":"status","id":"s"}"#.into())).await?;
+        ws.send(Message::Text(r#"{"type":"status","id":"s"}"#.into()))
+            .await?;
         let v = next_reply(&mut ws, "s").await?;
         anyhow::ensure!(v["type"] == "status", "{v}");
         samples.0.push(t.elapsed().as_micros() as u32);

@@ -356,9 +356,13 @@ impl SqliteStore {
         Ok(value)
     }
 
-    /// Publishes events other processes committed, up to `upto`, and
-    /// recounts tasks (those processes changed them too).
+    /// Publishes events other processes committed, up to `upto`, after
+    /// recounting tasks (those processes changed them too), so a `status`
+    /// asked on receipt of such an event already counts its change.
     async fn publish_from_disk(&self, w: &mut Writer, upto: i64) {
+        if let Err(e) = self.recount().await {
+            tracing::warn!(error = %e, "could not recount tasks");
+        }
         loop {
             let rows = sqlx::query(&format!(
                 "SELECT {EVENT_COLS} FROM events e WHERE e.seq > ?1 AND e.seq <= ?2 \
@@ -385,9 +389,6 @@ impl SqliteStore {
                     break;
                 }
             }
-        }
-        if let Err(e) = self.recount().await {
-            tracing::warn!(error = %e, "could not recount tasks");
         }
     }
 
@@ -767,6 +768,28 @@ impl SqliteStore {
             })
         })
         .await
+    }
+
+    /// The newest event `seq` that `agent` (with these capabilities) gets,
+    /// 0 when there is none.
+    pub async fn newest_seq_for(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) FROM ( \
+               SELECT MAX(seq) AS seq FROM event_targets WHERE agent = ?1 \
+               UNION ALL SELECT MAX(seq) FROM events WHERE to_all = 1 \
+               UNION ALL SELECT seq FROM (SELECT e.seq FROM events e \
+                 WHERE e.requires IS NOT NULL AND NOT EXISTS \
+                 (SELECT 1 FROM json_each(e.requires) r WHERE r.value NOT IN \
+                  (SELECT value FROM json_each(?2))) ORDER BY e.seq DESC LIMIT 1))",
+        )
+        .bind(agent)
+        .bind(json_list(capabilities))
+        .fetch_one(&self.readers)
+        .await?)
     }
 
     /// The newest event sequence number.

@@ -299,6 +299,18 @@ impl Client {
         }
     }
 
+    /// How the `agents` reply shows agent `name`.
+    pub async fn agent_view(&mut self, name: &str) -> Value {
+        let agents = self.ok(json!({"type": "agents"}), "agents").await;
+        agents["agents"]
+            .as_array()
+            .expect("agents is a list")
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is not listed: {agents}"))
+    }
+
     /// Creates a task and returns it (the `task` object of the reply).
     pub async fn create_task(&mut self, fields: Value) -> Value {
         let mut frame = json!({"type": "task.create"});

@@ -257,7 +257,11 @@ impl Conn {
     ) -> Stop {
         let core = self.app.core.clone();
         let limits = self.app.cfg.limits.clone();
-        let seq = match core.store.max_seq().await {
+        let seq = match core
+            .store
+            .newest_seq_for(&agent.name, &agent.capabilities)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 let _ = self.send_error(re.as_deref(), &e.into()).await;
