@@ -1,5 +1,6 @@
-//! Background upkeep: the lease sweeper, the watcher of writes by other
-//! processes (the CLI), and the ack flusher. Each runs until shutdown.
+//! Background upkeep: the lease sweeper, the poll sweeper, the watcher of
+//! writes by other processes (the CLI), and the ack flusher. Each runs
+//! until shutdown.
 
 use super::Core;
 use crate::clock::now_ms;
@@ -27,6 +28,34 @@ pub async fn run_lease_sweeper(core: Arc<Core>, every: Duration, stop: Cancellat
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "lease sweep failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Closes polls whose `closes_at` has passed every `every`, emitting `poll.closed`.
+pub async fn run_poll_sweeper(core: Arc<Core>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        loop {
+            match core.close_due_polls().await {
+                Ok(polls) => {
+                    for p in &polls {
+                        tracing::info!(poll_id = p.id, tally = ?p.tally, "poll closed at its closes_at");
+                    }
+                    if (polls.len() as i64) < super::polls::CLOSE_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll sweep failed");
                     break;
                 }
             }
