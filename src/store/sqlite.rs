@@ -607,8 +607,9 @@ impl SqliteStore {
         .await
     }
 
-    /// Applies `expire` to every claimed task whose lease ran out by now, in
-    /// one transaction; returns the changed tasks.
+    /// Applies `expire` to the claimed tasks whose lease ran out by now (at
+    /// most [`EXPIRE_BATCH`](crate::core::tasks::EXPIRE_BATCH)), in one
+    /// transaction; returns the changed tasks.
     pub async fn expire_due<F>(&self, expire: F) -> Result<Vec<Task>, StoreError>
     where
         F: Fn(&mut Task, Millis) -> Vec<NewEvent> + Send + 'static,
@@ -617,9 +618,10 @@ impl SqliteStore {
             Box::pin(async move {
                 let rows = sqlx::query(&format!(
                     "SELECT {TASK_COLS} FROM tasks WHERE state = 'claimed' \
-                     AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT 500"
+                     AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2"
                 ))
                 .bind(now)
+                .bind(crate::core::tasks::EXPIRE_BATCH as i64)
                 .fetch_all(&mut *conn)
                 .await?;
                 let mut tasks = Vec::with_capacity(rows.len());
