@@ -15,6 +15,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("status.toml", include_str!("../commands/status.toml")),
     ("task.toml", include_str!("../commands/task.toml")),
     ("messages.toml", include_str!("../commands/messages.toml")),
+    ("polls.toml", include_str!("../commands/polls.toml")),
 ];
 
 /// Where a command exists.
@@ -483,6 +484,18 @@ pub enum Invocation {
         /// The mode name (default `simple`).
         mode: String,
     },
+    /// Vote; without a poll id, in the newest open poll the caller may vote in.
+    Vote {
+        /// The poll, when named.
+        poll_id: Option<i64>,
+        /// 1-based option.
+        option: i64,
+    },
+    /// Show a poll; without an id, the newest open one.
+    ShowPoll {
+        /// The poll, when named.
+        poll_id: Option<i64>,
+    },
     /// Show help, for one command or all.
     Help {
         /// The command asked about.
@@ -689,6 +702,46 @@ impl CommandSpec {
                 text: text("text")?,
                 topic: s("topic"),
             },
+            "poll.open" => {
+                let raw = text("options")?;
+                let sep = if raw.contains('|') { '|' } else { ',' };
+                Command::PollOpen(crate::core::polls::NewPoll {
+                    question: text("question")?,
+                    options: raw.split(sep).map(|o| o.trim().to_string()).collect(),
+                    duration_s: i("duration_s").unwrap_or(300),
+                    voters: s("voters")
+                        .map(|v| v.parse::<crate::core::polls::Voters>())
+                        .transpose()
+                        .map_err(bad)?
+                        .unwrap_or(crate::core::polls::Voters::All),
+                })
+            }
+            "poll.vote" => {
+                return Ok(Invocation::Vote {
+                    poll_id: i("poll_id"),
+                    option: i("option").ok_or_else(|| {
+                        bad(format!("option is required; usage: {}", self.usage()))
+                    })?,
+                })
+            }
+            "poll.close" => Command::PollClose {
+                poll_id: i("poll_id").ok_or_else(|| bad("poll_id is required".into()))?,
+            },
+            "poll.get" => {
+                return Ok(Invocation::ShowPoll {
+                    poll_id: i("poll_id"),
+                })
+            }
+            "search" => Command::Search(crate::core::search::SearchRequest {
+                query: text("query")?,
+                limit: i("limit"),
+                state: s("state")
+                    .map(|v| v.parse::<TaskState>())
+                    .transpose()
+                    .map_err(bad)?,
+                agent: s("agent"),
+                since: None,
+            }),
             other => return Err(bad(format!("{other} cannot be run from chat"))),
         };
         Ok(Invocation::Core(cmd))

@@ -34,6 +34,9 @@ pub struct Config {
     /// The OpenAI-compatible reasoning backend (`SWARMBRIDGE_REASONING_*`).
     #[serde(default)]
     pub reasoning: crate::reason::ReasonConfig,
+    /// Polls: shortest duration, sweep period, vote weights per role.
+    #[serde(default)]
+    pub polls: PollsConfig,
 }
 
 /// `[server]`
@@ -104,6 +107,66 @@ pub struct LimitsConfig {
     pub exempt_roles: Vec<crate::core::model::Role>,
     /// Rate limits per request class: `requests` (all), `msg.send`, `broadcast`, `reason`.
     pub rates: BTreeMap<String, Rate>,
+}
+
+/// `[polls]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollsConfig {
+    /// Shortest `duration_s` a poll may ask for (default 10; tests lower it).
+    pub min_duration_s: u64,
+    /// How often polls past their `closes_at` are closed.
+    pub sweep_interval_ms: u64,
+    /// What one vote counts for in the tally, by the voter's role.
+    pub weights: PollWeights,
+}
+
+impl Default for PollsConfig {
+    fn default() -> Self {
+        PollsConfig {
+            min_duration_s: 10,
+            sweep_interval_ms: 1000,
+            weights: PollWeights::default(),
+        }
+    }
+}
+
+/// `[polls.weights]`: a vote's weight by the voter's role (all 1 by default).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollWeights {
+    /// Twitch viewers, Discord members without a mapped role.
+    pub viewer: u32,
+    /// Agents.
+    pub agent: u32,
+    /// Operators.
+    pub operator: u32,
+    /// Admins.
+    pub admin: u32,
+}
+
+impl Default for PollWeights {
+    fn default() -> Self {
+        PollWeights {
+            viewer: 1,
+            agent: 1,
+            operator: 1,
+            admin: 1,
+        }
+    }
+}
+
+impl PollWeights {
+    /// The weight of a vote cast by someone with `role`.
+    pub fn for_role(&self, role: crate::core::model::Role) -> i64 {
+        use crate::core::model::Role;
+        i64::from(match role {
+            Role::Viewer => self.viewer,
+            Role::Agent => self.agent,
+            Role::Operator => self.operator,
+            Role::Admin => self.admin,
+        })
+    }
 }
 
 /// `[sync]`
@@ -246,6 +309,29 @@ impl Config {
                 });
             }
         }
+        let max_poll_s = crate::core::polls::MAX_DURATION_S as u64;
+        if !(1..=max_poll_s).contains(&self.polls.min_duration_s) {
+            return bad(
+                "polls.min_duration_s",
+                format!("expected 1 to {max_poll_s} seconds"),
+            );
+        }
+        if self.polls.sweep_interval_ms == 0 {
+            return bad("polls.sweep_interval_ms", "expected at least 1");
+        }
+        let w = self.polls.weights;
+        if [w.viewer, w.agent, w.operator, w.admin]
+            .iter()
+            .any(|&x| x > crate::core::polls::MAX_WEIGHT)
+        {
+            return bad(
+                "polls.weights",
+                format!(
+                    "expected weights of 0 to {}",
+                    crate::core::polls::MAX_WEIGHT
+                ),
+            );
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "expected text or json");
         }
@@ -271,6 +357,19 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.limits.max_frame_bytes, 65536);
         assert_eq!(cfg.limits.rates["msg.send"].burst, 50);
+        assert_eq!(cfg.polls.min_duration_s, 10);
+        assert_eq!(cfg.polls.weights, PollWeights::default());
+    }
+
+    #[test]
+    fn poll_weights_may_be_given_in_part() {
+        let cfg: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[polls]\nweights = { operator = 3 }"))
+            .extract()
+            .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.polls.weights.operator, 3);
+        assert_eq!(cfg.polls.weights.viewer, 1);
     }
 
     #[test]

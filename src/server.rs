@@ -64,6 +64,7 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
         Arc::new(catalog),
         cfg.tasks.clone(),
         cfg.limits.clone(),
+        cfg.polls.clone(),
     ))
 }
 
@@ -121,6 +122,11 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     tasks.spawn(sweeper::run_lease_sweeper(
         core.clone(),
         Duration::from_millis(cfg.tasks.sweep_interval_ms.max(10)),
+        shutdown.clone(),
+    ));
+    tasks.spawn(sweeper::run_poll_sweeper(
+        core.clone(),
+        Duration::from_millis(cfg.polls.sweep_interval_ms.max(10)),
         shutdown.clone(),
     ));
     tasks.spawn(sweeper::run_external_watcher(

@@ -74,14 +74,23 @@ impl Drop for Served {
 #[test]
 fn agent_add_prints_the_token_alone_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out, err) = run(dir.path(), &["agent", "add", "worker-1", "--capability", "rust"]);
+    let (ok, out, err) = run(
+        dir.path(),
+        &["agent", "add", "worker-1", "--capability", "rust"],
+    );
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "stdout: {out:?}");
-    assert!(lines[0].starts_with("sbt_") && !lines[0].contains(' '), "{out:?}");
+    assert!(
+        lines[0].starts_with("sbt_") && !lines[0].contains(' '),
+        "{out:?}"
+    );
     let (ok, list, _) = run(dir.path(), &["agent", "list"]);
     assert!(ok);
-    assert!(list.contains("worker-1") && list.contains("rust") && !list.contains(lines[0]), "{list}");
+    assert!(
+        list.contains("worker-1") && list.contains("rust") && !list.contains(lines[0]),
+        "{list}"
+    );
 }
 
 #[test]
@@ -110,12 +119,18 @@ fn a_bad_config_value_names_the_key_and_exits_2() {
 #[test]
 fn task_list_shows_tasks_added_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, id, err) = run(dir.path(), &["task", "add", "write docs", "--priority", "5"]);
+    let (ok, id, err) = run(
+        dir.path(),
+        &["task", "add", "write docs", "--priority", "5"],
+    );
     assert!(ok, "{err}");
     assert_eq!(id.trim(), "1");
     let (ok, list, _) = run(dir.path(), &["task", "list", "--state", "open"]);
     assert!(ok);
-    assert!(list.contains("write docs") && list.contains("open"), "{list}");
+    assert!(
+        list.contains("write docs") && list.contains("open"),
+        "{list}"
+    );
     let (ok, _, err) = run(dir.path(), &["task", "list", "--state", "sideways"]);
     assert!(!ok);
     assert!(err.contains("unknown task state"), "{err}");
@@ -130,11 +145,17 @@ async fn cli_writes_reach_a_running_server_within_seconds() {
     let mut w = Client::hello(&srv.url(), token.trim(), json!({})).await;
     let mut v = Client::hello(&srv.url(), victim.trim(), json!({})).await;
 
-    let (ok, _, err) = run(dir.path(), &["task", "add", "from the cli", "--requires", "rust"]);
+    let (ok, _, err) = run(
+        dir.path(),
+        &["task", "add", "from the cli", "--requires", "rust"],
+    );
     assert!(ok, "{err}");
     let ev = w.event("task.created").await;
     assert_eq!(ev["data"]["task"]["title"], "from the cli");
-    assert!(ev["data"]["task"]["created_by"].as_str().unwrap().starts_with("cli:"));
+    assert!(ev["data"]["task"]["created_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("cli:"));
 
     assert!(run(dir.path(), &["send", "--to", "w", "hello from cli"]).0);
     let m = w.event("message").await;
@@ -153,7 +174,11 @@ async fn sigterm_closes_websockets_with_1001_and_exits_0() {
     let mut srv = Served::start(dir.path());
     let mut w = Client::hello(&srv.url(), token.trim(), json!({})).await;
     let pid = srv.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let close = w.closed().await;
     assert_eq!(close_code(&close), Some(1001));
     let deadline = Instant::now() + WAIT;
@@ -161,7 +186,10 @@ async fn sigterm_closes_websockets_with_1001_and_exits_0() {
         if let Some(s) = srv.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));

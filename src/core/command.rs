@@ -4,6 +4,8 @@
 
 use super::error::CoreError;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
+use super::polls::{NewPoll, Poll};
+use super::search::{SearchRequest, SearchResults};
 use super::Core;
 
 /// A request, already parsed and typed, from any front door.
@@ -101,6 +103,27 @@ pub enum Command {
     Status,
     /// Every agent with presence.
     Agents,
+    /// Open a poll (operator).
+    PollOpen(NewPoll),
+    /// Vote in a poll; a later vote by the same identity replaces the earlier.
+    PollVote {
+        /// The poll.
+        poll_id: i64,
+        /// 1-based index into the poll's options.
+        option: i64,
+    },
+    /// Close a poll now (operator).
+    PollClose {
+        /// The poll.
+        poll_id: i64,
+    },
+    /// Show one poll with its tally.
+    PollGet {
+        /// The poll.
+        poll_id: i64,
+    },
+    /// Full-text search over tasks and messages.
+    Search(SearchRequest),
 }
 
 impl Command {
@@ -122,6 +145,11 @@ impl Command {
             Command::Broadcast { .. } => "broadcast",
             Command::Status => "status",
             Command::Agents => "agents",
+            Command::PollOpen(_) => "poll.open",
+            Command::PollVote { .. } => "poll.vote",
+            Command::PollClose { .. } => "poll.close",
+            Command::PollGet { .. } => "poll.get",
+            Command::Search(_) => "search",
         }
     }
 }
@@ -140,6 +168,10 @@ pub enum Reply {
     Status(StatusReport),
     /// `agents`.
     Agents(Vec<AgentView>),
+    /// One poll (`poll.open`, `poll.close`, `poll.get`).
+    Poll(Poll),
+    /// `search`.
+    Results(SearchResults),
 }
 
 impl Core {
@@ -213,6 +245,16 @@ impl Core {
             }
             Command::Status => Ok(Reply::Status(self.status())),
             Command::Agents => Ok(Reply::Agents(self.agent_views().await?)),
+            Command::PollOpen(new) => Ok(Reply::Poll(self.open_poll(caller, new).await?)),
+            Command::PollVote { poll_id, option } => {
+                self.vote_poll(caller, poll_id, option).await?;
+                Ok(Reply::Ok)
+            }
+            Command::PollClose { poll_id } => {
+                Ok(Reply::Poll(self.close_poll(caller, poll_id).await?))
+            }
+            Command::PollGet { poll_id } => Ok(Reply::Poll(self.get_poll(poll_id).await?)),
+            Command::Search(req) => Ok(Reply::Results(self.search(caller, req).await?)),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The coordination core: tasks under leases, agents, durable events,
-//! messages. No Discord, Twitch, WebSocket or SQL types: front doors parse
+//! messages, polls and search. No Discord, Twitch, WebSocket or SQL types: front doors parse
 //! into [`command::Command`], [`Core::execute`] applies it, and they render
 //! the [`command::Reply`].
 
@@ -10,12 +10,14 @@ pub mod error;
 pub mod events;
 pub mod messages;
 pub mod model;
+pub mod polls;
 pub mod reasoning;
+pub mod search;
 pub mod sweeper;
 pub mod tasks;
 
 use crate::bus::Bus;
-use crate::config::{LimitsConfig, TasksConfig};
+use crate::config::{LimitsConfig, PollsConfig, TasksConfig};
 use crate::store::Store;
 use acks::AckBook;
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct Core {
     pub tasks_cfg: TasksConfig,
     /// Input limits (text lengths, claims).
     pub limits: LimitsConfig,
+    /// Poll durations and vote weights.
+    pub polls_cfg: PollsConfig,
     /// Acknowledgements, kept in memory and flushed in batches.
     pub acks: AckBook,
     /// Every command: roles, rate classes, options.
@@ -50,6 +54,7 @@ impl Core {
         catalog: Arc<crate::catalog::Catalog>,
         tasks_cfg: TasksConfig,
         limits: LimitsConfig,
+        polls_cfg: PollsConfig,
     ) -> Arc<Self> {
         Arc::new(Core {
             store,
@@ -58,6 +63,7 @@ impl Core {
             catalog,
             tasks_cfg,
             limits,
+            polls_cfg,
             acks: AckBook::default(),
             started: Instant::now(),
         })

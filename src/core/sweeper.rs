@@ -1,14 +1,28 @@
-//! Background upkeep: the lease sweeper, the watcher of writes by other
-//! processes (the CLI), and the ack flusher. Each runs until shutdown.
+//! Background upkeep: the lease sweeper, the poll sweeper, the watcher of
+//! writes by other processes (the CLI), and the ack flusher. Each runs
+//! until shutdown.
 
+use super::error::CoreError;
 use super::Core;
 use crate::clock::now_ms;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Returns expired claims to `open` every `every`, emitting `task.expired`.
-pub async fn run_lease_sweeper(core: Arc<Core>, every: Duration, stop: CancellationToken) {
+/// Runs `sweep` every `every` until `stop`. A sweep that comes back with a
+/// full batch (`batch` items) runs again at once, so a backlog drains
+/// without waiting for the next tick; `log` reports each item swept.
+async fn sweep_periodically<T, Fut>(
+    every: Duration,
+    stop: CancellationToken,
+    what: &'static str,
+    batch: usize,
+    sweep: impl Fn() -> Fut,
+    log: impl Fn(&T),
+) where
+    Fut: Future<Output = Result<Vec<T>, CoreError>>,
+{
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -17,21 +31,46 @@ pub async fn run_lease_sweeper(core: Arc<Core>, every: Duration, stop: Cancellat
             _ = tick.tick() => {}
         }
         loop {
-            match core.expire_leases().await {
-                Ok(tasks) if tasks.len() >= 500 => continue,
-                Ok(tasks) => {
-                    for t in &tasks {
-                        tracing::info!(task_id = t.id, state = %t.state, "lease expired");
+            match sweep().await {
+                Ok(items) => {
+                    items.iter().for_each(&log);
+                    if items.len() < batch {
+                        break;
                     }
-                    break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "lease sweep failed");
+                    tracing::warn!(error = %e, "{what} sweep failed");
                     break;
                 }
             }
         }
     }
+}
+
+/// Returns expired claims to `open` every `every`, emitting `task.expired`.
+pub async fn run_lease_sweeper(core: Arc<Core>, every: Duration, stop: CancellationToken) {
+    sweep_periodically(
+        every,
+        stop,
+        "lease",
+        super::tasks::EXPIRE_BATCH,
+        || core.expire_leases(),
+        |t| tracing::info!(task_id = t.id, state = %t.state, "lease expired"),
+    )
+    .await
+}
+
+/// Closes polls whose `closes_at` has passed every `every`, emitting `poll.closed`.
+pub async fn run_poll_sweeper(core: Arc<Core>, every: Duration, stop: CancellationToken) {
+    sweep_periodically(
+        every,
+        stop,
+        "poll",
+        super::polls::CLOSE_BATCH as usize,
+        || core.close_due_polls(),
+        |p| tracing::info!(poll_id = p.id, tally = ?p.tally, "poll closed at its closes_at"),
+    )
+    .await
 }
 
 /// Picks up what other processes wrote to the database every `every`:

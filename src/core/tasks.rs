@@ -14,6 +14,9 @@ use serde_json::json;
 pub const MAX_LEASE_S: i64 = 86_400;
 /// Most tasks one `task.list` returns.
 pub const MAX_LIST: i64 = 500;
+/// Most expired leases one sweep handles in one transaction (the store's
+/// `expire_due` limit).
+pub const EXPIRE_BATCH: usize = 500;
 
 /// The event every task change emits: `{"task": {...}}` to `audience`.
 fn task_event(kind: EventKind, task: &Task, audience: Audience) -> NewEvent {

@@ -3,11 +3,13 @@
 
 use super::http::json_error;
 use super::AppState;
+use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{Caller, Platform};
+use crate::core::polls::NewPoll;
 use crate::gateway::ws::frames;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -116,6 +118,145 @@ impl ApiCaller {
                 })
             })
     }
+}
+
+impl ApiCaller {
+    /// Runs `cmd` for the caller (rate limits, role check, core) and answers
+    /// with the reply's fields as JSON, as the WebSocket frame would carry
+    /// them without `type` and `re`.
+    pub async fn run(self, app: &AppState, cmd: Command) -> Result<Response, ApiError> {
+        self.check_rate(app, cmd.name())?;
+        let reply = app.core.execute(&self.0, cmd).await?;
+        let body = match reply {
+            crate::core::command::Reply::Ok => json!({ "ok": true }),
+            other => frames::reply_body(&other).1,
+        };
+        Ok(Json(body).into_response())
+    }
+}
+
+/// Turns a bad path segment (`/api/polls/abc`) into `bad_request`.
+fn path_error(rej: PathRejection) -> ApiError {
+    ApiError(CoreError::BadRequest(format!(
+        "bad path: {}",
+        rej.body_text()
+    )))
+}
+
+/// `POST /api/polls` body: the `poll.open` fields.
+#[derive(Debug, Deserialize)]
+pub struct PollOpenBody {
+    /// The question.
+    pub question: String,
+    /// 2 to 10 options.
+    pub options: Vec<String>,
+    /// Seconds until it closes by itself.
+    pub duration_s: i64,
+    /// `agents`, `discord`, `twitch` or `all` (default).
+    #[serde(default)]
+    pub voters: Option<String>,
+}
+
+/// `POST /api/polls/{id}/vote` body.
+#[derive(Debug, Deserialize)]
+pub struct PollVoteBody {
+    /// 1-based option.
+    pub option: i64,
+}
+
+/// `POST /api/polls` (operator): opens a poll; answers `{"poll": {...}}`.
+pub async fn poll_open(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    body: Result<Json<PollOpenBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(body_error)?;
+    let cmd = Command::PollOpen(NewPoll {
+        question: b.question,
+        options: b.options,
+        duration_s: b.duration_s,
+        voters: frames::parse_voters(b.voters.as_deref())?,
+    });
+    caller.run(&app, cmd).await
+}
+
+/// `POST /api/polls/{id}/vote`: votes as the token's agent; answers `{"ok": true}`.
+pub async fn poll_vote(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<PollVoteBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path(poll_id) = id.map_err(path_error)?;
+    let Json(b) = body.map_err(body_error)?;
+    let cmd = Command::PollVote {
+        poll_id,
+        option: b.option,
+    };
+    caller.run(&app, cmd).await
+}
+
+/// `POST /api/polls/{id}/close` (operator): answers `{"poll": {...}}`.
+pub async fn poll_close(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(poll_id) = id.map_err(path_error)?;
+    caller.run(&app, Command::PollClose { poll_id }).await
+}
+
+/// `GET /api/polls/{id}`: answers `{"poll": {...}}`.
+pub async fn poll_get(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(poll_id) = id.map_err(path_error)?;
+    caller.run(&app, Command::PollGet { poll_id }).await
+}
+
+/// `GET /api/search` query string.
+#[derive(Debug, Deserialize)]
+pub struct SearchParams {
+    /// The words to find.
+    #[serde(default)]
+    pub q: String,
+    /// At most this many results (default 20, 1 to 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Only tasks in this state.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Only what this agent created, holds, sent or received.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// Only items at or after this RFC 3339 time.
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+/// `GET /api/search?q=&limit=&state=&agent=&since=` (any role): answers
+/// `{"results": [...], "mode": "fulltext"}`.
+pub async fn search(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|rej| {
+        ApiError(CoreError::BadRequest(format!(
+            "bad query string: {}",
+            rej.body_text()
+        )))
+    })?;
+    let req = frames::search_request(
+        p.q,
+        p.limit,
+        p.state.as_deref(),
+        p.agent,
+        p.since.as_deref(),
+    )?;
+    caller.run(&app, Command::Search(req)).await
 }
 
 /// `POST /api/reason` and `/api/reason/stream` body.

@@ -7,6 +7,8 @@ use crate::clock::{now_ms, Millis};
 use crate::core::error::CoreError;
 use crate::core::events::{Audience, CommittedEvent, EventKind, EventSink, NewEvent};
 use crate::core::model::{Agent, NewTask, Role, Task, TaskCounts, TaskState};
+use crate::core::polls::{Ballot, NewPoll, Poll, PollState, Voters};
+use crate::core::search::{HitKind, MessageHit, SearchHit, SearchQuery};
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -30,6 +32,14 @@ const EVENT_COLS: &str = "e.seq, e.kind, e.at, e.data, e.to_all, e.requires, \
 
 const AGENT_COLS: &str =
     "name, role, capabilities, created_at, revoked_at, last_seen, acked_seq, base_seq";
+
+/// A poll with its tally, read in one statement (one snapshot).
+const POLL_SELECT: &str = "SELECT p.id, p.question, p.options, p.voters, p.state, p.created_by, \
+    p.created_at, p.closes_at, p.closed_at, \
+    (SELECT json_group_array(json_array(v.option, v.w, v.n)) FROM \
+      (SELECT option, SUM(weight) AS w, COUNT(*) AS n FROM poll_votes \
+       WHERE poll_id = p.id GROUP BY option) v) AS votes \
+    FROM polls p";
 
 /// What one write did to the task counts: (state before, state after).
 type CountDelta = Vec<(Option<TaskState>, TaskState)>;
@@ -142,6 +152,85 @@ fn event_from_row(r: &SqliteRow) -> Result<CommittedEvent, StoreError> {
         audience,
         &data,
     ))
+}
+
+fn poll_from_row(r: &SqliteRow) -> Result<Poll, StoreError> {
+    let voters: String = r.try_get("voters")?;
+    let state: String = r.try_get("state")?;
+    let options = parse_list(r.try_get("options")?)?;
+    let votes: String = r.try_get("votes")?;
+    let votes: Vec<(i64, i64, i64)> = serde_json::from_str(&votes)
+        .map_err(|e| StoreError::Corrupt(format!("poll votes {votes:?}: {e}")))?;
+    let mut tally = vec![0; options.len()];
+    let mut total_votes = 0;
+    for (option, weight, ballots) in votes {
+        if let Some(slot) = usize::try_from(option - 1)
+            .ok()
+            .and_then(|i| tally.get_mut(i))
+        {
+            *slot = weight;
+        }
+        total_votes += ballots;
+    }
+    Ok(Poll {
+        id: r.try_get("id")?,
+        question: r.try_get("question")?,
+        options,
+        state: PollState::from_str(&state).map_err(StoreError::Corrupt)?,
+        closes_at: r.try_get("closes_at")?,
+        tally,
+        voters: Voters::from_str(&voters).map_err(StoreError::Corrupt)?,
+        created_by: r.try_get("created_by")?,
+        total_votes,
+        created_at: r.try_get("created_at")?,
+        closed_at: r.try_get("closed_at")?,
+    })
+}
+
+async fn load_poll(conn: &mut SqliteConnection, id: i64) -> Result<Option<Poll>, StoreError> {
+    let row = sqlx::query(&format!("{POLL_SELECT} WHERE p.id = ?1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(poll_from_row).transpose()
+}
+
+/// Writes a poll's state and closing time back (the rest never changes).
+async fn save_poll(conn: &mut SqliteConnection, p: &Poll) -> Result<(), StoreError> {
+    sqlx::query("UPDATE polls SET state = ?2, closed_at = ?3 WHERE id = ?1")
+        .bind(p.id)
+        .bind(p.state.as_str())
+        .bind(p.closed_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns search terms into an FTS5 query that cannot be a syntax error:
+/// every phrase is one double-quoted string (inner quotes doubled), phrases
+/// are joined by AND, and the last may match as a prefix.
+fn fts5_match(terms: &[Vec<String>], prefix_last: bool) -> String {
+    let last = terms.len().saturating_sub(1);
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, words)| {
+            let quoted = format!("\"{}\"", words.join(" ").replace('"', "\"\""));
+            if prefix_last && i == last {
+                quoted + "*"
+            } else {
+                quoted
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// BM25 is lower-is-better and negative; results show higher-is-better.
+/// Not rounded: with few documents FTS5 clamps the IDF to 1e-6, and the
+/// order then lives in the small digits.
+fn score_of(bm25: f64) -> f64 {
+    -bm25
 }
 
 async fn load_task(conn: &mut SqliteConnection, id: i64) -> Result<Option<Task>, StoreError> {
@@ -519,8 +608,9 @@ impl SqliteStore {
         .await
     }
 
-    /// Applies `expire` to every claimed task whose lease ran out by now, in
-    /// one transaction; returns the changed tasks.
+    /// Applies `expire` to the claimed tasks whose lease ran out by now (at
+    /// most [`EXPIRE_BATCH`](crate::core::tasks::EXPIRE_BATCH)), in one
+    /// transaction; returns the changed tasks.
     pub async fn expire_due<F>(&self, expire: F) -> Result<Vec<Task>, StoreError>
     where
         F: Fn(&mut Task, Millis) -> Vec<NewEvent> + Send + 'static,
@@ -529,9 +619,10 @@ impl SqliteStore {
             Box::pin(async move {
                 let rows = sqlx::query(&format!(
                     "SELECT {TASK_COLS} FROM tasks WHERE state = 'claimed' \
-                     AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT 500"
+                     AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2"
                 ))
                 .bind(now)
+                .bind(crate::core::tasks::EXPIRE_BATCH as i64)
                 .fetch_all(&mut *conn)
                 .await?;
                 let mut tasks = Vec::with_capacity(rows.len());
@@ -835,6 +926,255 @@ impl SqliteStore {
             }
         }
         Ok(page)
+    }
+}
+
+/// Polls: each change is one transaction with its event; the tally is
+/// computed from `poll_votes` in the same statement that reads the poll.
+impl SqliteStore {
+    /// Inserts a poll closing `duration_s` from now, with the events
+    /// `events_for` derives from it, in one transaction.
+    pub async fn create_poll<E>(
+        &self,
+        new: NewPoll,
+        created_by: String,
+        events_for: E,
+    ) -> Result<Poll, StoreError>
+    where
+        E: FnOnce(&Poll) -> Vec<NewEvent> + Send + 'static,
+    {
+        self.write(move |conn, now| {
+            Box::pin(async move {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO polls (question, options, voters, state, created_by, \
+                     created_at, closes_at) VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6) RETURNING id",
+                )
+                .bind(&new.question)
+                .bind(json_list(&new.options))
+                .bind(new.voters.as_str())
+                .bind(&created_by)
+                .bind(now)
+                .bind(now + new.duration_s.saturating_mul(1000))
+                .fetch_one(&mut *conn)
+                .await?;
+                let poll = load_poll(conn, id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("poll {id} vanished")))?;
+                let events = events_for(&poll);
+                Ok((poll, events, vec![]))
+            })
+        })
+        .await
+    }
+
+    /// Records `ballot` in poll `poll_id` once `check` accepts it, replacing
+    /// the voter's earlier ballot, in one transaction.
+    pub async fn cast_ballot<F>(
+        &self,
+        poll_id: i64,
+        ballot: Ballot,
+        check: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Poll, Millis) -> Result<(), CoreError> + Send + 'static,
+    {
+        self.write(move |conn, now| {
+            Box::pin(async move {
+                let poll = load_poll(conn, poll_id)
+                    .await?
+                    .ok_or_else(|| CoreError::NotFound(format!("poll {poll_id} does not exist")))?;
+                check(&poll, now)?;
+                sqlx::query(
+                    "INSERT INTO poll_votes (poll_id, voter, option, weight, voted_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (poll_id, voter) DO UPDATE SET \
+                     option = excluded.option, weight = excluded.weight, \
+                     voted_at = excluded.voted_at",
+                )
+                .bind(poll_id)
+                .bind(&ballot.voter)
+                .bind(ballot.option)
+                .bind(ballot.weight)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                Ok(((), vec![], vec![]))
+            })
+        })
+        .await
+    }
+
+    /// Loads poll `id`, lets `change` edit its state (or refuse), and saves
+    /// it with the events `change` returns, in one transaction.
+    pub async fn update_poll<F>(&self, id: i64, change: F) -> Result<Poll, StoreError>
+    where
+        F: FnOnce(&mut Poll, Millis) -> Result<Vec<NewEvent>, CoreError> + Send + 'static,
+    {
+        self.write(move |conn, now| {
+            Box::pin(async move {
+                let mut poll = load_poll(conn, id)
+                    .await?
+                    .ok_or_else(|| CoreError::NotFound(format!("poll {id} does not exist")))?;
+                let events = change(&mut poll, now)?;
+                save_poll(conn, &poll).await?;
+                Ok((poll, events, vec![]))
+            })
+        })
+        .await
+    }
+
+    /// Applies `close` to up to `limit` open polls whose `closes_at` has
+    /// passed, in one transaction; returns them.
+    pub async fn close_due_polls<F>(&self, limit: i64, close: F) -> Result<Vec<Poll>, StoreError>
+    where
+        F: Fn(&mut Poll, Millis) -> Vec<NewEvent> + Send + 'static,
+    {
+        self.write(move |conn, now| {
+            Box::pin(async move {
+                let rows = sqlx::query(&format!(
+                    "{POLL_SELECT} WHERE p.state = 'open' AND p.closes_at <= ?1 \
+                     ORDER BY p.closes_at LIMIT ?2"
+                ))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut polls = Vec::with_capacity(rows.len());
+                let mut events = Vec::new();
+                for row in &rows {
+                    let mut poll = poll_from_row(row)?;
+                    events.extend(close(&mut poll, now));
+                    save_poll(conn, &poll).await?;
+                    polls.push(poll);
+                }
+                Ok((polls, events, vec![]))
+            })
+        })
+        .await
+    }
+
+    /// True when an open poll's `closes_at` has passed (a cheap read, so the
+    /// sweeper takes the writer only when there is work).
+    pub async fn any_poll_due(&self) -> Result<bool, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM polls WHERE state = 'open' AND closes_at <= ?1 LIMIT 1",
+        )
+        .bind(now_ms())
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(due.is_some())
+    }
+
+    /// Up to `limit` open polls that have not reached `closes_at`, newest first.
+    pub async fn open_polls(&self, limit: i64) -> Result<Vec<Poll>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM polls WHERE state = 'open' AND closes_at > ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.poll(id).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One poll with its tally.
+    pub async fn poll(&self, id: i64) -> Result<Option<Poll>, StoreError> {
+        let mut conn = self.readers.acquire().await?;
+        load_poll(&mut conn, id).await
+    }
+}
+
+/// Search: FTS5 over `tasks_fts` and `messages_fts` (migration 0004),
+/// ranked by BM25 with the task title weighted above body and result.
+impl SqliteStore {
+    /// Tasks matching every term and the filters, best first.
+    pub async fn search_tasks(&self, q: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.title, snippet(tasks_fts, -1, '**', '**', '…', 12) AS snip, \
+             bm25(tasks_fts, 4.0, 1.0, 1.0) AS bm \
+             FROM tasks_fts JOIN tasks t ON t.id = tasks_fts.rowid \
+             WHERE tasks_fts MATCH ?1 AND (?2 IS NULL OR t.state = ?2) \
+             AND (?3 IS NULL OR t.assignee = ?3 OR t.created_by = ?3) \
+             AND (?4 IS NULL OR t.created_at >= ?4) \
+             ORDER BY bm LIMIT ?5",
+        )
+        .bind(fts5_match(&q.terms, q.prefix_last))
+        .bind(q.state.map(|s| s.as_str()))
+        .bind(&q.agent)
+        .bind(q.since)
+        .bind(q.limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SearchHit {
+                    kind: HitKind::Task,
+                    id: r.try_get("id")?,
+                    title: r.try_get("title")?,
+                    snippet: r.try_get("snip")?,
+                    score: score_of(r.try_get("bm")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Messages matching every term and the filters, best first. Direct
+    /// messages are left out unless `q.reader` is None or took part in them.
+    pub async fn search_messages(&self, q: &SearchQuery) -> Result<Vec<MessageHit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.sender, m.recipient, m.topic, \
+             snippet(messages_fts, 0, '**', '**', '…', 12) AS snip, bm25(messages_fts) AS bm \
+             FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+             WHERE messages_fts MATCH ?1 \
+             AND (?2 IS NULL OR m.sender = ?2 OR m.recipient = ?2) \
+             AND (?3 IS NULL OR m.at >= ?3) \
+             AND (?4 IS NULL OR m.recipient IS NULL OR m.sender = ?4 OR m.recipient = ?4) \
+             ORDER BY bm LIMIT ?5",
+        )
+        .bind(fts5_match(&q.terms, q.prefix_last))
+        .bind(&q.agent)
+        .bind(q.since)
+        .bind(&q.reader)
+        .bind(q.limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MessageHit {
+                    id: r.try_get("id")?,
+                    sender: r.try_get("sender")?,
+                    recipient: r.try_get("recipient")?,
+                    topic: r.try_get("topic")?,
+                    snippet: r.try_get("snip")?,
+                    score: score_of(r.try_get("bm")?),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::fts5_match;
+
+    fn t(p: &[&[&str]]) -> Vec<Vec<String>> {
+        p.iter()
+            .map(|w| w.iter().map(|s| s.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn fts5_query_quotes_every_phrase_and_prefixes_the_last() {
+        assert_eq!(
+            fts5_match(&t(&[&["a", "b"], &["near"]]), true),
+            r#""a b" AND "near"*"#
+        );
+        assert_eq!(fts5_match(&t(&[&["x\"y"]]), false), r#""x""y""#);
     }
 }
 

@@ -5,6 +5,8 @@
 use crate::core::command::{Command, Reply};
 use crate::core::error::CoreError;
 use crate::core::model::{NewTask, TaskState};
+use crate::core::polls::{NewPoll, Voters};
+use crate::core::search::SearchRequest;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -172,6 +174,57 @@ pub enum ClientFrame {
     /// `agents`
     #[serde(rename = "agents")]
     Agents {},
+    /// `poll.open`
+    #[serde(rename = "poll.open")]
+    PollOpen {
+        /// The question.
+        question: String,
+        /// 2 to 10 options.
+        options: Vec<String>,
+        /// Seconds until it closes by itself.
+        duration_s: i64,
+        /// `agents`, `discord`, `twitch` or `all` (default).
+        #[serde(default)]
+        voters: Option<String>,
+    },
+    /// `poll.vote`
+    #[serde(rename = "poll.vote")]
+    PollVote {
+        /// The poll.
+        poll_id: i64,
+        /// 1-based option.
+        option: i64,
+    },
+    /// `poll.close`
+    #[serde(rename = "poll.close")]
+    PollClose {
+        /// The poll.
+        poll_id: i64,
+    },
+    /// `poll.get`
+    #[serde(rename = "poll.get")]
+    PollGet {
+        /// The poll.
+        poll_id: i64,
+    },
+    /// `search`
+    #[serde(rename = "search")]
+    Search {
+        /// The words to find.
+        query: String,
+        /// At most this many results.
+        #[serde(default)]
+        limit: Option<i64>,
+        /// Only tasks in this state.
+        #[serde(default)]
+        state: Option<String>,
+        /// Only what this agent created, holds, sent or received.
+        #[serde(default)]
+        agent: Option<String>,
+        /// Only items at or after this RFC 3339 time.
+        #[serde(default)]
+        since: Option<String>,
+    },
     /// `reason`
     #[serde(rename = "reason")]
     Reason {
@@ -275,6 +328,11 @@ impl ClientFrame {
             ClientFrame::Broadcast { .. } => "broadcast",
             ClientFrame::Status {} => "status",
             ClientFrame::Agents {} => "agents",
+            ClientFrame::PollOpen { .. } => "poll.open",
+            ClientFrame::PollVote { .. } => "poll.vote",
+            ClientFrame::PollClose { .. } => "poll.close",
+            ClientFrame::PollGet { .. } => "poll.get",
+            ClientFrame::Search { .. } => "search",
             _ => "other",
         }
     }
@@ -345,23 +403,104 @@ impl ClientFrame {
             ClientFrame::Broadcast { text, topic } => Command::Broadcast { text, topic },
             ClientFrame::Status {} => Command::Status,
             ClientFrame::Agents {} => Command::Agents,
+            ClientFrame::PollOpen {
+                question,
+                options,
+                duration_s,
+                voters,
+            } => Command::PollOpen(NewPoll {
+                question,
+                options,
+                duration_s,
+                voters: parse_voters(voters.as_deref())?,
+            }),
+            ClientFrame::PollVote { poll_id, option } => Command::PollVote { poll_id, option },
+            ClientFrame::PollClose { poll_id } => Command::PollClose { poll_id },
+            ClientFrame::PollGet { poll_id } => Command::PollGet { poll_id },
+            ClientFrame::Search {
+                query,
+                limit,
+                state,
+                agent,
+                since,
+            } => Command::Search(search_request(
+                query,
+                limit,
+                state.as_deref(),
+                agent,
+                since.as_deref(),
+            )?),
         }))
+    }
+}
+
+/// `voters` of `poll.open` (absent: `all`).
+pub fn parse_voters(voters: Option<&str>) -> Result<Voters, CoreError> {
+    voters
+        .map(str::parse::<Voters>)
+        .transpose()
+        .map(|v| v.unwrap_or(Voters::All))
+        .map_err(CoreError::BadRequest)
+}
+
+/// Builds a search request from its wire fields (shared by `search` and
+/// `GET /api/search`): `state` must be a task state, `since` RFC 3339.
+pub fn search_request(
+    query: String,
+    limit: Option<i64>,
+    state: Option<&str>,
+    agent: Option<String>,
+    since: Option<&str>,
+) -> Result<SearchRequest, CoreError> {
+    let state = state
+        .map(str::parse::<TaskState>)
+        .transpose()
+        .map_err(CoreError::BadRequest)?;
+    let since = since
+        .map(|s| {
+            crate::clock::parse_rfc3339(s).ok_or_else(|| {
+                CoreError::bad_request(format!(
+                    "`since` must be an RFC 3339 time such as 2026-11-24T12:00:00Z, got {s:?}"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(SearchRequest {
+        query,
+        limit,
+        state,
+        agent,
+        since,
+    })
+}
+
+/// A reply's frame `type` and its fields (without `type` and `re`); the
+/// HTTP API answers with the fields alone.
+pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
+    match reply {
+        Reply::Task(task) => ("task", json!({ "task": task })),
+        Reply::Tasks(tasks) => ("tasks", json!({ "tasks": tasks })),
+        Reply::Ok => ("ok", json!({})),
+        Reply::Status(s) => (
+            "status",
+            json!({
+                "agents_online": s.agents_online, "tasks": s.tasks,
+                "uptime_s": s.uptime_s, "version": s.version,
+            }),
+        ),
+        Reply::Agents(a) => ("agents", json!({ "agents": a })),
+        Reply::Poll(p) => ("poll", json!({ "poll": p })),
+        Reply::Results(r) => ("results", json!({ "results": r.results, "mode": r.mode })),
     }
 }
 
 /// Renders a reply frame answering request `re`.
 pub fn reply_frame(re: Option<&str>, reply: &Reply) -> String {
-    let v = match reply {
-        Reply::Task(task) => json!({ "type": "task", "re": re, "task": task }),
-        Reply::Tasks(tasks) => json!({ "type": "tasks", "re": re, "tasks": tasks }),
-        Reply::Ok => json!({ "type": "ok", "re": re }),
-        Reply::Status(s) => json!({
-            "type": "status", "re": re,
-            "agents_online": s.agents_online, "tasks": s.tasks,
-            "uptime_s": s.uptime_s, "version": s.version,
-        }),
-        Reply::Agents(a) => json!({ "type": "agents", "re": re, "agents": a }),
-    };
+    let (kind, mut v) = reply_body(reply);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("type".into(), json!(kind));
+        o.insert("re".into(), json!(re));
+    }
     v.to_string()
 }
 
@@ -414,6 +553,26 @@ mod tests {
         assert!(e.message.contains("missing field `text`"), "{}", e.message);
         let e = parse(r#"{"type":"task.get","task_id":"x"}"#).unwrap_err();
         assert!(e.message.contains("invalid type"), "{}", e.message);
+    }
+
+    #[test]
+    fn poll_and_search_frames_parse_into_commands() {
+        let (_, f) =
+            parse(r#"{"type":"poll.open","question":"q","options":["a","b"],"duration_s":60}"#)
+                .unwrap();
+        match f.into_command().unwrap() {
+            Some(Command::PollOpen(p)) => assert_eq!(p.voters, Voters::All),
+            other => panic!("{other:?}"),
+        }
+        let (_, f) = parse(r#"{"type":"poll.open","question":"q","options":["a","b"],"duration_s":60,"voters":"nobody"}"#)
+            .unwrap();
+        assert_eq!(f.into_command().unwrap_err().code(), "bad_request");
+        let (_, f) = parse(r#"{"type":"search","query":"x","since":"yesterday"}"#).unwrap();
+        assert_eq!(f.into_command().unwrap_err().code(), "bad_request");
+        let (_, f) =
+            parse(r#"{"type":"search","query":"x","since":"2026-01-01T00:00:00Z","state":"done"}"#)
+                .unwrap();
+        assert!(matches!(f.into_command(), Ok(Some(Command::Search(_)))));
     }
 
     #[test]
