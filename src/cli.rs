@@ -8,6 +8,14 @@ use crate::core::model::{Caller, NewTask, Platform, Role, TaskState};
 use crate::core::Core;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+
+/// Prints a line to stdout, ignoring a closed pipe (`swarmbridge task list | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -213,7 +221,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         }
         Cmd::Migrate => {
             let n = crate::store::Store::migrate_only(&cfg.database.url).await?;
-            println!(
+            out!(
                 "applied {n} migration(s) to {}",
                 crate::server::redact_url(&cfg.database.url)
             );
@@ -230,17 +238,20 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 "agent {} added (role {}, capabilities {:?}); its token follows and is shown only once:",
                 agent.name, agent.role, agent.capabilities
             );
-            println!("{token}");
+            out!("{token}");
         }
         Cmd::Agent(AgentCmd::List) => {
             let core = open(&cfg).await?;
             let agents = core.store.list_agents().await?;
-            println!(
+            out!(
                 "{:<24} {:<9} {:<8} {:<25} CAPABILITIES",
-                "NAME", "ROLE", "STATUS", "LAST SEEN"
+                "NAME",
+                "ROLE",
+                "STATUS",
+                "LAST SEEN"
             );
             for a in agents {
-                println!(
+                out!(
                     "{:<24} {:<9} {:<8} {:<25} {}",
                     a.name,
                     a.role,
@@ -259,7 +270,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         Cmd::Agent(AgentCmd::Revoke { name }) => {
             let core = open(&cfg).await?;
             core.revoke_agent(&name).await?;
-            println!("agent {name} revoked");
+            out!("agent {name} revoked");
         }
         Cmd::Task(TaskCmd::Add {
             title,
@@ -281,7 +292,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 .execute(&cli_caller(), Command::TaskCreate(new))
                 .await?;
             if let Reply::Task(Some(t)) = reply {
-                println!("{}", t.id);
+                out!("{}", t.id);
                 eprintln!("task {} created: {}", t.id, t.title);
             }
         }
@@ -292,12 +303,15 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             let core = open(&cfg).await?;
             let tasks = core.list_tasks(state, None, Some(limit)).await?;
-            println!(
+            out!(
                 "{:>6} {:<9} {:>4} {:<20} TITLE",
-                "ID", "STATE", "PRIO", "ASSIGNEE"
+                "ID",
+                "STATE",
+                "PRIO",
+                "ASSIGNEE"
             );
             for t in tasks {
-                println!(
+                out!(
                     "{:>6} {:<9} {:>4} {:<20} {}",
                     t.id,
                     t.state,
@@ -317,32 +331,50 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            println!("message to {to} stored; it is delivered now or when {to} reconnects");
+            out!("message to {to} stored; it is delivered now or when {to} reconnects");
         }
         Cmd::Broadcast { text, topic } => {
             let core = open(&cfg).await?;
             core.execute(&cli_caller(), Command::Broadcast { text, topic })
                 .await?;
-            println!("broadcast stored");
+            out!("broadcast stored");
         }
         Cmd::Config(ConfigCmd::Check) => {
-            println!("configuration OK");
-            println!("  listen:     {}", cfg.server.listen);
-            println!(
+            let catalog = match &cfg.catalog.dir {
+                Some(dir) => crate::catalog::Catalog::from_dir(std::path::Path::new(dir))?,
+                None => crate::catalog::Catalog::embedded()?,
+            };
+            crate::reason::Reasoner::new(
+                cfg.reasoning.clone(),
+                Arc::new(crate::reason::MemoryCache::new()),
+            )
+            .map_err(|e| anyhow::anyhow!("reasoning: {e}"))?;
+            out!("configuration OK");
+            out!("  listen:     {}", cfg.server.listen);
+            out!(
                 "  database:   {}",
                 crate::server::redact_url(&cfg.database.url)
             );
-            println!(
+            out!(
                 "  websocket:  on (/ws), heartbeat {} s",
                 cfg.limits.heartbeat_s
             );
-            println!(
+            out!(
                 "  tasks:      lease {} s, {} attempts",
-                cfg.tasks.lease_s, cfg.tasks.max_attempts
+                cfg.tasks.lease_s,
+                cfg.tasks.max_attempts
             );
-            println!("  discord:    off (no SWARMBRIDGE_DISCORD_TOKEN)");
-            println!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
-            println!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)");
+            out!("  discord:    off (no SWARMBRIDGE_DISCORD_TOKEN)");
+            out!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
+            out!(
+                "  catalog:    {} commands ({})",
+                catalog.commands().len(),
+                cfg.catalog.dir.as_deref().unwrap_or("embedded")
+            );
+            match &cfg.reasoning.base_url {
+                Some(url) => out!("  reasoning:  on ({url}, model {})", cfg.reasoning.model),
+                None => out!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)"),
+            }
         }
     }
     Ok(())

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The database could not be opened or migrated.
-    #[error("database: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The command catalog is invalid.
     #[error(transparent)]

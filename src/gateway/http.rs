@@ -38,3 +38,12 @@ pub async fn ready(State(app): State<AppState>) -> Response {
 pub async fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
+
+/// A known path with the wrong method: 405 with a JSON body.
+pub async fn method_not_allowed() -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "bad_request",
+        "method not allowed on this endpoint",
+    )
+}

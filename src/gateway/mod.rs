@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/polls/{id}/close", post(api::poll_close))
         .route("/api/search", get(api::search))
         .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

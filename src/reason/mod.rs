@@ -63,7 +63,7 @@ const MAX_TRACKED_BUDGETS: usize = 10_000;
 /// Every field has a default, so an empty section is valid and means "not
 /// configured". `Debug` redacts the API key.
 #[derive(Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReasonConfig {
     /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:11434/v1`;
     /// `None` (or empty) leaves reasoning unconfigured.

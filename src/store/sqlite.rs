@@ -63,6 +63,11 @@ pub struct SqliteStore {
 /// Turns `swarmbridge.db`, `./x.db`, `sqlite:x.db` or `sqlite://x.db?mode=rwc`
 /// into connect options that create the file when missing.
 fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Url(
+            "PostgreSQL is not supported yet; use a SQLite path or sqlite: URL".into(),
+        ));
+    }
     let opts = if url.starts_with("sqlite:") {
         SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(format!("bad SQLite URL {url:?}: {e}")))?
@@ -556,8 +561,8 @@ impl SqliteStore {
                         check_guard(conn, g).await?;
                     }
                 }
-                let events = change(&mut task, now)?;
                 task.updated_at = now;
+                let events = change(&mut task, now)?;
                 save_task(conn, &task).await?;
                 let delta = if before != task.state {
                     vec![(Some(before), task.state)]
@@ -598,8 +603,8 @@ impl SqliteStore {
                 };
                 let mut task = task_from_row(&row)?;
                 let before = task.state;
-                let events = claim(&mut task, now)?;
                 task.updated_at = now;
+                let events = claim(&mut task, now)?;
                 save_task(conn, &task).await?;
                 let delta = vec![(Some(before), task.state)];
                 Ok((Some(task), events, delta))
@@ -631,8 +636,8 @@ impl SqliteStore {
                 for row in &rows {
                     let mut task = task_from_row(row)?;
                     let before = task.state;
-                    events.extend(expire(&mut task, now));
                     task.updated_at = now;
+                    events.extend(expire(&mut task, now));
                     save_task(conn, &task).await?;
                     delta.push((Some(before), task.state));
                     tasks.push(task);

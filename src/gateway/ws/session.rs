@@ -262,7 +262,9 @@ impl Conn {
             .newest_seq_for(&agent.name, &agent.capabilities)
             .await
         {
-            Ok(s) => s,
+            // Events at or before base_seq predate the agent and are never sent to it.
+            Ok(s) if s > agent.base_seq => s,
+            Ok(_) => 0,
             Err(e) => {
                 let _ = self.send_error(re.as_deref(), &e.into()).await;
                 return stop(1011, "internal error");
