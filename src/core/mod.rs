@@ -11,6 +11,7 @@ pub mod events;
 pub mod messages;
 pub mod model;
 pub mod reasoning;
+pub mod stats;
 pub mod sweeper;
 pub mod tasks;
 
@@ -36,6 +37,8 @@ pub struct Core {
     pub acks: AckBook,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
+    /// Commands served and refused per platform, open event streams.
+    pub front_doors: crate::observe::FrontDoorStats,
     started: Instant,
 }
 
@@ -55,6 +58,7 @@ impl Core {
             tasks_cfg,
             limits,
             acks: AckBook::default(),
+            front_doors: Default::default(),
             started: Instant::now(),
         })
     }

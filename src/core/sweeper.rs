@@ -18,8 +18,12 @@ pub async fn run_lease_sweeper(core: Arc<Core>, every: Duration, stop: Cancellat
         }
         loop {
             match core.expire_leases().await {
-                Ok(tasks) if tasks.len() >= 500 => continue,
+                Ok(tasks) if tasks.len() >= 500 => {
+                    crate::observe::lease_expiries(tasks.len());
+                    continue;
+                }
                 Ok(tasks) => {
+                    crate::observe::lease_expiries(tasks.len());
                     for t in &tasks {
                         tracing::info!(task_id = t.id, state = %t.state, "lease expired");
                     }
