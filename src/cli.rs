@@ -343,6 +343,14 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             println!("  discord:    off (no SWARMBRIDGE_DISCORD_TOKEN)");
             println!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
             println!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)");
+            println!(
+                "  dashboard:  on (/), {}; /api, /metrics",
+                if cfg.dashboard.public {
+                    "public read-only view"
+                } else {
+                    "token needed (dashboard.public = false)"
+                }
+            );
         }
     }
     Ok(())

@@ -31,6 +31,26 @@ pub struct Config {
     /// The OpenAI-compatible reasoning backend (`SWARMBRIDGE_REASONING_*`).
     #[serde(default)]
     pub reasoning: crate::reason::ReasonConfig,
+    /// The live dashboard at `/`.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// When true (the default), the read-only dashboard (`/`, `/dashboard/...`)
+    /// needs no token; when false its data endpoints need an agent token
+    /// (`SWARMBRIDGE_DASHBOARD__PUBLIC=false`). Actions always need an
+    /// operator token.
+    pub public: bool,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig { public: true }
+    }
 }
 
 /// `[server]`
