@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use swarmbridge::config::Rate;
 use swarmbridge::core::model::Role;
 
 fn http() -> reqwest::Client {
@@ -284,16 +283,7 @@ async fn body_over_the_limit_is_413_with_a_json_error() {
 
 #[tokio::test]
 async fn http_rate_limit_answers_429_with_retry_after() {
-    let srv = TestServer::spawn_with(|cfg| {
-        cfg.limits.rates.insert(
-            "broadcast".into(),
-            Rate {
-                per_s: 0.01,
-                burst: 1,
-            },
-        );
-    })
-    .await;
+    let srv = TestServer::spawn_with(one_broadcast_per_caller).await;
     let op = srv.add_agent("op", Role::Operator, &[]).await;
     let send = || {
         http()

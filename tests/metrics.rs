@@ -7,7 +7,6 @@ use common::fake_openai::{FakeOpenAi, Reply};
 use common::*;
 use serde_json::json;
 use std::collections::BTreeMap;
-use swarmbridge::config::Rate;
 use swarmbridge::core::model::Role;
 
 /// One sample: metric name, label text (inside the braces), value.
@@ -118,13 +117,7 @@ async fn metrics_parse_as_prometheus_text_and_have_every_family() {
     let srv = TestServer::spawn_with(move |cfg| {
         cfg.reasoning.base_url = Some(base);
         cfg.reasoning.model = "fake-model".into();
-        cfg.limits.rates.insert(
-            "broadcast".into(),
-            Rate {
-                per_s: 0.01,
-                burst: 1,
-            },
-        );
+        one_broadcast_per_caller(cfg);
     })
     .await;
     let op = srv.add_agent("op", Role::Operator, &[]).await;

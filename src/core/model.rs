@@ -333,10 +333,10 @@ pub struct StatusReport {
     pub version: &'static str,
 }
 
-/// The raw record of one agent's claims, as the store counts them: how each
-/// claim ended, and how long its completed claims took.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunTally {
+/// How an agent's claims ended, counted: the part of its statistics kept
+/// in the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ClaimCounts {
     /// Claims made (task.claim and task.assign), ended or not.
     pub claims: i64,
     /// Claims that ended in `task.complete`.
@@ -349,6 +349,21 @@ pub struct RunTally {
     pub releases: i64,
     /// Claims ended by a cancellation of the task.
     pub cancellations: i64,
+}
+
+impl ClaimCounts {
+    /// Claims that have ended, whatever the outcome.
+    pub fn ended(&self) -> i64 {
+        self.completions + self.failures + self.expiries + self.releases + self.cancellations
+    }
+}
+
+/// The raw record of one agent's claims, as the store reads it: the counts
+/// and how long its completed claims took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTally {
+    /// How the claims ended.
+    pub counts: ClaimCounts,
     /// Milliseconds from claim to completion of the latest completions.
     pub durations_ms: Vec<i64>,
 }
@@ -392,18 +407,9 @@ impl DurationSummary {
 pub struct AgentStats {
     /// The agent.
     pub agent: String,
-    /// Claims made (including assignments by an operator).
-    pub claims: i64,
-    /// Claims completed.
-    pub completions: i64,
-    /// Claims failed by the agent.
-    pub failures: i64,
-    /// Claims whose lease ran out.
-    pub expiries: i64,
-    /// Claims released.
-    pub releases: i64,
-    /// Claims ended by a cancellation.
-    pub cancellations: i64,
+    /// How its claims ended (flattened into this object).
+    #[serde(flatten)]
+    pub counts: ClaimCounts,
     /// Claims still held.
     pub in_progress: i64,
     /// Time from claim to completion.
@@ -413,16 +419,10 @@ pub struct AgentStats {
 impl AgentStats {
     /// The statistics of `agent` from its tally.
     pub fn from_tally(agent: &str, t: &RunTally) -> Self {
-        let ended = t.completions + t.failures + t.expiries + t.releases + t.cancellations;
         AgentStats {
             agent: agent.to_string(),
-            claims: t.claims,
-            completions: t.completions,
-            failures: t.failures,
-            expiries: t.expiries,
-            releases: t.releases,
-            cancellations: t.cancellations,
-            in_progress: (t.claims - ended).max(0),
+            counts: t.counts.clone(),
+            in_progress: (t.counts.claims - t.counts.ended()).max(0),
             claim_to_done: DurationSummary::of(&t.durations_ms),
         }
     }
@@ -447,10 +447,13 @@ mod tests {
     #[test]
     fn in_progress_counts_claims_not_yet_ended() {
         let t = RunTally {
-            claims: 5,
-            completions: 2,
-            expiries: 1,
-            ..RunTally::default()
+            counts: ClaimCounts {
+                claims: 5,
+                completions: 2,
+                expiries: 1,
+                ..ClaimCounts::default()
+            },
+            durations_ms: vec![],
         };
         assert_eq!(AgentStats::from_tally("a", &t).in_progress, 2);
     }

@@ -268,6 +268,17 @@ async fn run(app: &AppState, caller: &ApiCaller, cmd: Command) -> Result<Reply, 
     Ok(observe::execute(&app.core, &caller.0, cmd).await?)
 }
 
+/// Runs a write that answers `{"ok": true}` and needs an operator.
+async fn run_as_operator(
+    app: &AppState,
+    caller: &ApiCaller,
+    cmd: Command,
+) -> Result<Json<OkReply>, ApiError> {
+    require_operator(app, caller, cmd.name())?;
+    run(app, caller, cmd).await?;
+    Ok(Json(OkReply { ok: true }))
+}
+
 fn task_reply(reply: Reply) -> Result<Json<TaskReply>, ApiError> {
     match reply {
         Reply::Task(Some(task)) => Ok(Json(TaskReply { task })),
@@ -480,13 +491,11 @@ pub async fn send_message(
     body: Result<Json<MessageBody>, JsonRejection>,
 ) -> Result<Json<OkReply>, ApiError> {
     let Json(b) = body.map_err(body_error)?;
-    require_operator(&app, &caller, "msg.send")?;
     let cmd = Command::MsgSend {
         to: b.to,
         text: b.text,
     };
-    run(&app, &caller, cmd).await?;
-    Ok(Json(OkReply { ok: true }))
+    run_as_operator(&app, &caller, cmd).await
 }
 
 /// Sends a broadcast to every agent (operator).
@@ -505,13 +514,11 @@ pub async fn broadcast(
     body: Result<Json<BroadcastBody>, JsonRejection>,
 ) -> Result<Json<OkReply>, ApiError> {
     let Json(b) = body.map_err(body_error)?;
-    require_operator(&app, &caller, "broadcast")?;
     let cmd = Command::Broadcast {
         text: b.text,
         topic: b.topic,
     };
-    run(&app, &caller, cmd).await?;
-    Ok(Json(OkReply { ok: true }))
+    run_as_operator(&app, &caller, cmd).await
 }
 
 /// Counts, uptime, front doors and commands per platform.
@@ -547,7 +554,7 @@ pub async fn status(
 )]
 pub async fn events(State(app): State<AppState>, caller: ApiCaller) -> Result<Response, ApiError> {
     caller.check_rate(&app, "events")?;
-    Ok(event_stream(&app, EventView::Full).into_response())
+    event_stream(&app, EventView::Full)
 }
 
 /// How much of each event a stream shows.
@@ -587,10 +594,25 @@ fn redacted_frame(ev: &CommittedEvent) -> String {
     v.to_string()
 }
 
+/// Most event streams (`/api/events` and `/dashboard/events` together)
+/// open at once; more are refused with `unavailable` (503), so an open
+/// dashboard cannot be used to pile up receivers.
+pub const MAX_EVENT_STREAMS: usize = 1024;
+
 /// A live stream of every committed event from now on (subscribed before
 /// this returns, so nothing committed after the response starts is
-/// missed); ends at shutdown.
-pub fn event_stream(
+/// missed); ends at shutdown. Refused beyond [`MAX_EVENT_STREAMS`].
+pub fn event_stream(app: &AppState, view: EventView) -> Result<Response, ApiError> {
+    if app.core.front_doors.streams() >= MAX_EVENT_STREAMS {
+        return Err(CoreError::Unavailable(format!(
+            "{MAX_EVENT_STREAMS} event streams are open already; retry later"
+        ))
+        .into());
+    }
+    Ok(live_events(app, view).into_response())
+}
+
+fn live_events(
     app: &AppState,
     view: EventView,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static> {

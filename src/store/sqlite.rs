@@ -6,7 +6,9 @@ use super::{ClaimGuard, MessageRecord, StoreError};
 use crate::clock::{now_ms, Millis};
 use crate::core::error::CoreError;
 use crate::core::events::{Audience, CommittedEvent, EventKind, EventSink, NewEvent};
-use crate::core::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
+use crate::core::model::{
+    Agent, ClaimCounts, NewTask, Role, RunTally, Task, TaskCounts, TaskState,
+};
 use crate::observe;
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
@@ -1003,12 +1005,14 @@ const RUN_COUNT_COLS: &str = "COUNT(*) AS claims, \
 
 fn tally_from_row(r: &SqliteRow) -> Result<RunTally, StoreError> {
     Ok(RunTally {
-        claims: r.try_get("claims")?,
-        completions: r.try_get("completions")?,
-        failures: r.try_get("failures")?,
-        expiries: r.try_get("expiries")?,
-        releases: r.try_get("releases")?,
-        cancellations: r.try_get("cancellations")?,
+        counts: ClaimCounts {
+            claims: r.try_get("claims")?,
+            completions: r.try_get("completions")?,
+            failures: r.try_get("failures")?,
+            expiries: r.try_get("expiries")?,
+            releases: r.try_get("releases")?,
+            cancellations: r.try_get("cancellations")?,
+        },
         durations_ms: Vec::new(),
     })
 }

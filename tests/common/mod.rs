@@ -400,3 +400,15 @@ impl SseStream {
         }
     }
 }
+
+/// Lets each caller broadcast once, then refuses for a long while (to see
+/// `rate_limited` without waiting).
+pub fn one_broadcast_per_caller(cfg: &mut Config) {
+    cfg.limits.rates.insert(
+        "broadcast".into(),
+        swarmbridge::config::Rate {
+            per_s: 0.01,
+            burst: 1,
+        },
+    );
+}

@@ -164,5 +164,5 @@ pub async fn events(
     caller: Result<ApiCaller, ApiError>,
 ) -> Result<Response, ApiError> {
     check_access(&app, caller)?;
-    Ok(rest::event_stream(&app, EventView::Redacted).into_response())
+    rest::event_stream(&app, EventView::Redacted)
 }
