@@ -69,6 +69,9 @@ pub struct BusStats {
     pub delivered: AtomicU64,
     /// Connections cut off because their queue was full.
     pub slow_disconnects: AtomicU64,
+    /// Deliveries refused because the connection's queue was full (counted
+    /// only on that slow path, so the fan-out stays one increment per delivery).
+    pub dropped: AtomicU64,
     /// Events published.
     pub published: AtomicU64,
 }
@@ -192,6 +195,7 @@ impl Bus {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 if !conn.cancel.is_cancelled() {
                     self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(conn = conn.id, "send queue full; closing slow connection");

@@ -375,6 +375,14 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 Some(url) => out!("  reasoning:  on ({url}, model {})", cfg.reasoning.model),
                 None => out!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)"),
             }
+            out!(
+                "  dashboard:  on (/), {}; /api, /metrics",
+                if cfg.dashboard.public {
+                    "public read-only view"
+                } else {
+                    "token needed (dashboard.public = false)"
+                }
+            );
         }
     }
     Ok(())

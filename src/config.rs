@@ -37,6 +37,26 @@ pub struct Config {
     /// Polls: shortest duration, sweep period, vote weights per role.
     #[serde(default)]
     pub polls: PollsConfig,
+    /// The live dashboard at `/`.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// When true (the default), the read-only dashboard (`/`, `/dashboard/...`)
+    /// needs no token; when false its data endpoints need an agent token
+    /// (`SWARMBRIDGE_DASHBOARD__PUBLIC=false`). Actions always need an
+    /// operator token.
+    pub public: bool,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig { public: true }
+    }
 }
 
 /// `[server]`

@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod gateway;
 pub mod limits;
+pub mod observe;
 pub mod reason;
 pub mod server;
 pub mod store;

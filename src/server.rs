@@ -119,6 +119,8 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     let mut tasks = JoinSet::new();
 
     let rate_limits = Arc::new(RateLimits::new(&cfg.limits));
+    crate::observe::prometheus();
+    tasks.spawn(crate::observe::run_upkeep(shutdown.clone()));
     tasks.spawn(sweeper::run_lease_sweeper(
         core.clone(),
         Duration::from_millis(cfg.tasks.sweep_interval_ms.max(10)),
@@ -188,7 +190,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     tracing::info!(
         %addr,
         database = %redact_url(&cfg.database.url),
-        "listening: WebSocket /ws, HTTP /api, /health, /ready"
+        "listening: WebSocket /ws, HTTP /api, /health, /ready, /metrics, dashboard /"
     );
     tracing::info!(
         reasoning = if core.reasoner.is_configured() {

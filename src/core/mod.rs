@@ -13,6 +13,7 @@ pub mod model;
 pub mod polls;
 pub mod reasoning;
 pub mod search;
+pub mod stats;
 pub mod sweeper;
 pub mod tasks;
 
@@ -42,6 +43,8 @@ pub struct Core {
     pub catalog: Arc<crate::catalog::Catalog>,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
+    /// Commands served and refused per platform, open event streams.
+    pub front_doors: crate::observe::FrontDoorStats,
     started: Instant,
 }
 
@@ -65,6 +68,7 @@ impl Core {
             limits,
             polls_cfg,
             acks: AckBook::default(),
+            front_doors: Default::default(),
             started: Instant::now(),
         })
     }

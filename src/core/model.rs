@@ -7,7 +7,19 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What a caller may do. Ordered: each role may do all that the ones below it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Twitch viewers and Discord members without a mapped role: read-only queries.
@@ -110,7 +122,7 @@ pub fn is_agent_identity(identity: &str) -> bool {
 /// The life cycle of a task. `open` → `claimed` → `done` | `failed`;
 /// `claimed` → `open` on release, expiry or a retryable failure; any
 /// non-final state → `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     /// Waiting to be claimed.
@@ -181,7 +193,7 @@ impl FromStr for TaskState {
 }
 
 /// A unit of work, as the protocol shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Task {
     /// Database id, shown as `#42`.
     pub id: i64,
@@ -201,6 +213,7 @@ pub struct Task {
     pub assignee: Option<String>,
     /// When the current claim's lease runs out.
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub lease_expires_at: Option<Millis>,
     /// Claims made so far.
     pub attempts: i64,
@@ -210,11 +223,14 @@ pub struct Task {
     pub created_by: String,
     /// Creation time.
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     /// Last change.
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
     /// What the assignee reported on completion.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// The last failure's error text.
     pub error: Option<String>,
@@ -263,7 +279,7 @@ pub struct Agent {
 }
 
 /// An agent as `agents` lists it: stored record plus live presence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentView {
     /// Agent name.
     pub name: String,
@@ -277,6 +293,7 @@ pub struct AgentView {
     pub current_task: Option<i64>,
     /// Last time it was connected (now, when online).
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<Millis>,
 }
 
@@ -303,14 +320,141 @@ impl Serialize for TaskCounts {
 }
 
 /// `status`: a snapshot answered from memory.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusReport {
     /// Distinct agents with an open connection.
     pub agents_online: usize,
     /// Tasks by state.
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
     pub tasks: TaskCounts,
     /// Seconds since this process started.
     pub uptime_s: u64,
     /// The crate version.
     pub version: &'static str,
+}
+
+/// How an agent's claims ended, counted: the part of its statistics kept
+/// in the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ClaimCounts {
+    /// Claims made (task.claim and task.assign), ended or not.
+    pub claims: i64,
+    /// Claims that ended in `task.complete`.
+    pub completions: i64,
+    /// Claims that ended in `task.fail` (retried or not).
+    pub failures: i64,
+    /// Claims whose lease ran out.
+    pub expiries: i64,
+    /// Claims given back with `task.release`.
+    pub releases: i64,
+    /// Claims ended by a cancellation of the task.
+    pub cancellations: i64,
+}
+
+impl ClaimCounts {
+    /// Claims that have ended, whatever the outcome.
+    pub fn ended(&self) -> i64 {
+        self.completions + self.failures + self.expiries + self.releases + self.cancellations
+    }
+}
+
+/// The raw record of one agent's claims, as the store reads it: the counts
+/// and how long its completed claims took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTally {
+    /// How the claims ended.
+    pub counts: ClaimCounts,
+    /// Milliseconds from claim to completion of the latest completions.
+    pub durations_ms: Vec<i64>,
+}
+
+/// Time from claim to completion, summarized.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DurationSummary {
+    /// Completions the figures are computed from.
+    pub samples: usize,
+    /// Mean in milliseconds (null without samples).
+    pub mean_ms: Option<f64>,
+    /// Median in milliseconds (nearest rank).
+    pub p50_ms: Option<i64>,
+    /// 95th percentile in milliseconds (nearest rank).
+    pub p95_ms: Option<i64>,
+}
+
+impl DurationSummary {
+    /// Summarizes durations given in any order.
+    pub fn of(durations_ms: &[i64]) -> Self {
+        if durations_ms.is_empty() {
+            return DurationSummary::default();
+        }
+        let mut sorted = durations_ms.to_vec();
+        sorted.sort_unstable();
+        let n = sorted.len();
+        let rank = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let sum: i128 = sorted.iter().map(|&d| d as i128).sum();
+        DurationSummary {
+            samples: n,
+            mean_ms: Some(((sum as f64 / n as f64) * 10.0).round() / 10.0),
+            p50_ms: Some(rank(0.50)),
+            p95_ms: Some(rank(0.95)),
+        }
+    }
+}
+
+/// One agent's work record (`GET /api/agents/{name}/stats`); kept in the
+/// database, so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AgentStats {
+    /// The agent.
+    pub agent: String,
+    /// How its claims ended (flattened into this object).
+    #[serde(flatten)]
+    pub counts: ClaimCounts,
+    /// Claims still held.
+    pub in_progress: i64,
+    /// Time from claim to completion.
+    pub claim_to_done: DurationSummary,
+}
+
+impl AgentStats {
+    /// The statistics of `agent` from its tally.
+    pub fn from_tally(agent: &str, t: &RunTally) -> Self {
+        AgentStats {
+            agent: agent.to_string(),
+            counts: t.counts.clone(),
+            in_progress: (t.counts.claims - t.counts.ended()).max(0),
+            claim_to_done: DurationSummary::of(&t.durations_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_summary_uses_nearest_rank() {
+        let d: Vec<i64> = (1..=100).rev().collect();
+        let s = DurationSummary::of(&d);
+        assert_eq!(s.samples, 100);
+        assert_eq!(s.p50_ms, Some(50));
+        assert_eq!(s.p95_ms, Some(95));
+        assert_eq!(s.mean_ms, Some(50.5));
+        assert_eq!(DurationSummary::of(&[]).p50_ms, None);
+        assert_eq!(DurationSummary::of(&[7]).p95_ms, Some(7));
+    }
+
+    #[test]
+    fn in_progress_counts_claims_not_yet_ended() {
+        let t = RunTally {
+            counts: ClaimCounts {
+                claims: 5,
+                completions: 2,
+                expiries: 1,
+                ..ClaimCounts::default()
+            },
+            durations_ms: vec![],
+        };
+        assert_eq!(AgentStats::from_tally("a", &t).in_progress, 2);
+    }
 }

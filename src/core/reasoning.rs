@@ -61,10 +61,17 @@ impl Core {
         mode: Mode,
         deltas: Option<mpsc::Sender<String>>,
     ) -> Result<ReasonAnswer, CoreError> {
+        let started = std::time::Instant::now();
         let answer = match deltas {
-            Some(tx) => self.reasoner.ask_streaming(prompt, mode, tx).await?,
-            None => self.reasoner.ask(prompt, mode).await?,
+            Some(tx) => self.reasoner.ask_streaming(prompt, mode, tx).await,
+            None => self.reasoner.ask(prompt, mode).await,
         };
-        Ok(answer)
+        let answer = answer.map_err(CoreError::from);
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        crate::observe::reasoning(started.elapsed(), outcome);
+        answer
     }
 }

@@ -55,7 +55,10 @@ pub async fn run_lease_sweeper(core: Arc<Core>, every: Duration, stop: Cancellat
         "lease",
         super::tasks::EXPIRE_BATCH,
         || core.expire_leases(),
-        |t| tracing::info!(task_id = t.id, state = %t.state, "lease expired"),
+        |t| {
+            crate::observe::lease_expiries(1);
+            tracing::info!(task_id = t.id, state = %t.state, "lease expired")
+        },
     )
     .await
 }

@@ -109,6 +109,7 @@ impl ApiCaller {
         app.rate_limits
             .check(&key, self.0.role, app.core.rate_class(command))
             .map_err(|l| {
+                crate::observe::rate_limited(&app.core, Platform::Http, &l.class);
                 ApiError(CoreError::RateLimited {
                     message: format!(
                         "rate limit for {} exceeded; retry in {} ms",
@@ -260,7 +261,7 @@ pub async fn search(
 }
 
 /// `POST /api/reason` and `/api/reason/stream` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ReasonBody {
     /// The question.
     pub prompt: String,
@@ -273,6 +274,14 @@ pub struct ReasonBody {
 }
 
 /// `POST /api/reason`: the `reason.result` fields as JSON.
+#[utoipa::path(
+    post, path = "/api/reason", tag = "reasoning", request_body = ReasonBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`text`, `mode`, `confidence`, `cached`, `model`"),
+        (status = 503, description = "No backend, circuit open, or backend failing", body = super::rest::ErrorBody),
+    )
+)]
 pub async fn reason(
     State(app): State<AppState>,
     caller: ApiCaller,
@@ -292,6 +301,13 @@ pub async fn reason(
 /// `POST /api/reason/stream`: `text/event-stream` with one
 /// `data: {"text": ...}` per delta, then `event: result` with the
 /// `reason.result` fields (or `event: error` with `code` and `message`).
+#[utoipa::path(
+    post, path = "/api/reason/stream", tag = "reasoning", request_body = ReasonBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "text/event-stream: deltas, then `event: result`", content_type = "text/event-stream", body = String),
+    )
+)]
 pub async fn reason_stream(
     State(app): State<AppState>,
     caller: ApiCaller,

@@ -1,4 +1,4 @@
-//! Plain HTTP endpoints: liveness, readiness, and JSON errors.
+//! Plain HTTP endpoints: liveness, readiness, Prometheus metrics, and JSON errors.
 
 use super::AppState;
 use axum::extract::State;
@@ -46,4 +46,16 @@ pub async fn method_not_allowed() -> Response {
         "bad_request",
         "method not allowed on this endpoint",
     )
+}
+
+/// `GET /metrics`: Prometheus text format, no token (see `docs/dashboard.md`).
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::observe::render(&app.core),
+    )
+        .into_response()
 }

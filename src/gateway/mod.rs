@@ -3,7 +3,9 @@
 //! its replies; none touches the database directly.
 
 pub mod api;
+pub mod dashboard;
 pub mod http;
+pub mod rest;
 pub mod ws;
 
 use crate::config::Config;
@@ -33,10 +35,13 @@ pub struct AppState {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.server.max_body_bytes;
+    let (api_routes, doc) = rest::router();
+    let doc = rest::openapi_json(&doc);
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
+        .route("/metrics", get(http::metrics))
         .route("/api/reason", post(api::reason))
         .route("/api/reason/stream", post(api::reason_stream))
         .route("/api/polls", post(api::poll_open))
@@ -44,6 +49,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/polls/{id}/vote", post(api::poll_vote))
         .route("/api/polls/{id}/close", post(api::poll_close))
         .route("/api/search", get(api::search))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let body = doc.to_string();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        )
+        .merge(api_routes)
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
+        .route("/dashboard/snapshot", get(dashboard::snapshot))
+        .route("/dashboard/events", get(dashboard::events))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))

@@ -6,19 +6,22 @@ use super::{ClaimGuard, MessageRecord, StoreError};
 use crate::clock::{now_ms, Millis};
 use crate::core::error::CoreError;
 use crate::core::events::{Audience, CommittedEvent, EventKind, EventSink, NewEvent};
-use crate::core::model::{Agent, NewTask, Role, Task, TaskCounts, TaskState};
+use crate::core::model::{
+    Agent, ClaimCounts, NewTask, Role, RunTally, Task, TaskCounts, TaskState,
+};
 use crate::core::polls::{Ballot, NewPoll, Poll, PollState, Voters};
 use crate::core::search::{HitKind, MessageHit, SearchHit, SearchQuery};
+use crate::observe;
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Row, SqlitePool};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -326,6 +329,73 @@ async fn insert_events(
     Ok(out)
 }
 
+/// How a claim ended, named after the event that ended it (`done`,
+/// `failed`, `released`, `expired`, `cancelled`); the new state when no
+/// such event was emitted.
+fn claim_outcome(events: &[NewEvent], after: TaskState) -> &'static str {
+    events
+        .iter()
+        .find_map(|e| match e.kind {
+            EventKind::TaskCompleted => Some("done"),
+            EventKind::TaskFailed => Some("failed"),
+            EventKind::TaskReleased => Some("released"),
+            EventKind::TaskExpired => Some("expired"),
+            EventKind::TaskCancelled => Some("cancelled"),
+            _ => None,
+        })
+        .unwrap_or(after.as_str())
+}
+
+/// Keeps `task_runs` in step with a task change, inside its transaction: a
+/// claim that starts opens a run, a claim that ends closes it with its
+/// outcome. `holder` is the assignee before the change.
+async fn record_run(
+    conn: &mut SqliteConnection,
+    before: TaskState,
+    holder: Option<&str>,
+    task: &Task,
+    events: &[NewEvent],
+    now: Millis,
+) -> Result<(), StoreError> {
+    let was_claimed = before == TaskState::Claimed;
+    let is_claimed = task.state == TaskState::Claimed;
+    if was_claimed && !is_claimed {
+        let outcome = claim_outcome(events, task.state);
+        let closed = sqlx::query(
+            "UPDATE task_runs SET ended_at = ?2, outcome = ?3 \
+             WHERE task_id = ?1 AND ended_at IS NULL",
+        )
+        .bind(task.id)
+        .bind(now)
+        .bind(outcome)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if closed == 0 {
+            // claimed before runs were recorded: close a run from the task's own record
+            sqlx::query(
+                "INSERT INTO task_runs (task_id, agent, claimed_at, ended_at, outcome) \
+                 SELECT id, ?2, COALESCE(claimed_at, ?3), ?3, ?4 FROM tasks WHERE id = ?1",
+            )
+            .bind(task.id)
+            .bind(holder.or(task.assignee.as_deref()).unwrap_or("unknown"))
+            .bind(now)
+            .bind(outcome)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if is_claimed && !was_claimed {
+        sqlx::query("INSERT INTO task_runs (task_id, agent, claimed_at) VALUES (?1, ?2, ?3)")
+            .bind(task.id)
+            .bind(task.assignee.as_deref().unwrap_or("unknown"))
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The result of one write closure: its value, the events to append, and
 /// how it moved tasks between states.
 type WriteOutcome<T> = (T, Vec<NewEvent>, CountDelta);
@@ -408,6 +478,7 @@ impl SqliteStore {
         ) -> BoxFuture<'c, Result<WriteOutcome<T>, StoreError>>,
     {
         let mut w = self.writer.lock().await;
+        let started = Instant::now();
         let now = now_ms();
         sqlx::query("BEGIN IMMEDIATE").execute(&mut w.conn).await?;
         let res = async {
@@ -427,6 +498,7 @@ impl SqliteStore {
             let _ = sqlx::query("ROLLBACK").execute(&mut w.conn).await;
             return Err(e.into());
         }
+        observe::db_query("write", started);
         let gap = match committed.first() {
             Some(first) => first.seq > w.published + 1,
             None => false,
@@ -556,6 +628,7 @@ impl SqliteStore {
                     .await?
                     .ok_or_else(|| CoreError::NotFound(format!("task {id} does not exist")))?;
                 let before = task.state;
+                let holder = task.assignee.clone();
                 if let Some(g) = &guard {
                     if task.state == TaskState::Open {
                         check_guard(conn, g).await?;
@@ -564,6 +637,7 @@ impl SqliteStore {
                 task.updated_at = now;
                 let events = change(&mut task, now)?;
                 save_task(conn, &task).await?;
+                record_run(conn, before, holder.as_deref(), &task, &events, now).await?;
                 let delta = if before != task.state {
                     vec![(Some(before), task.state)]
                 } else {
@@ -606,6 +680,7 @@ impl SqliteStore {
                 task.updated_at = now;
                 let events = claim(&mut task, now)?;
                 save_task(conn, &task).await?;
+                record_run(conn, before, None, &task, &events, now).await?;
                 let delta = vec![(Some(before), task.state)];
                 Ok((Some(task), events, delta))
             })
@@ -636,9 +711,12 @@ impl SqliteStore {
                 for row in &rows {
                     let mut task = task_from_row(row)?;
                     let before = task.state;
+                    let holder = task.assignee.clone();
                     task.updated_at = now;
-                    events.extend(expire(&mut task, now));
+                    let expired = expire(&mut task, now);
                     save_task(conn, &task).await?;
+                    record_run(conn, before, holder.as_deref(), &task, &expired, now).await?;
+                    events.extend(expired);
                     delta.push((Some(before), task.state));
                     tasks.push(task);
                 }
@@ -650,10 +728,12 @@ impl SqliteStore {
 
     /// One task.
     pub async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        let started = Instant::now();
         let row = sqlx::query(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"))
             .bind(id)
             .fetch_optional(&self.readers)
             .await?;
+        observe::db_query("task", started);
         row.as_ref().map(task_from_row).transpose()
     }
 
@@ -664,6 +744,7 @@ impl SqliteStore {
         assignee: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Task>, StoreError> {
+        let started = Instant::now();
         let rows = sqlx::query(&format!(
             "SELECT {TASK_COLS} FROM tasks WHERE (?1 IS NULL OR state = ?1) \
              AND (?2 IS NULL OR assignee = ?2) ORDER BY id DESC LIMIT ?3"
@@ -673,6 +754,7 @@ impl SqliteStore {
         .bind(limit)
         .fetch_all(&self.readers)
         .await?;
+        observe::db_query("list_tasks", started);
         rows.iter().map(task_from_row).collect()
     }
 
@@ -739,12 +821,14 @@ impl SqliteStore {
 
     /// The active (not revoked) agent holding this token hash.
     pub async fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>, StoreError> {
+        let started = Instant::now();
         let row = sqlx::query(&format!(
             "SELECT {AGENT_COLS} FROM agents WHERE token_hash = ?1 AND revoked_at IS NULL"
         ))
         .bind(hash)
         .fetch_optional(&self.readers)
         .await?;
+        observe::db_query("agent_by_token", started);
         row.as_ref().map(agent_from_row).transpose()
     }
 
@@ -908,6 +992,7 @@ impl SqliteStore {
         after: i64,
         limit: i64,
     ) -> Result<EventPage, StoreError> {
+        let started = Instant::now();
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLS} FROM events e WHERE e.seq > ?1 AND (e.to_all = 1 \
              OR e.requires IS NOT NULL OR e.seq IN \
@@ -919,6 +1004,7 @@ impl SqliteStore {
         .bind(limit)
         .fetch_all(&self.readers)
         .await?;
+        observe::db_query("events_for", started);
         let mut page = EventPage {
             events: Vec::with_capacity(rows.len()),
             scanned_to: None,
@@ -932,6 +1018,122 @@ impl SqliteStore {
         }
         Ok(page)
     }
+
+    /// The newest `limit` events, oldest first (the dashboard's feed on load).
+    pub async fn recent_events(&self, limit: i64) -> Result<Vec<CommittedEvent>, StoreError> {
+        let started = Instant::now();
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM (SELECT {EVENT_COLS} FROM events e ORDER BY e.seq DESC LIMIT ?1) \
+             ORDER BY seq"
+        ))
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        observe::db_query("recent_events", started);
+        rows.iter().map(event_from_row).collect()
+    }
+
+    // ---- claim statistics ------------------------------------------------
+
+    /// What `agent`'s claims came to, from `task_runs` (durations of its
+    /// latest [`MAX_DURATIONS`] completions).
+    pub async fn run_tally(&self, agent: &str) -> Result<RunTally, StoreError> {
+        let started = Instant::now();
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COUNT_COLS} FROM task_runs WHERE agent = ?1"
+        ))
+        .bind(agent)
+        .fetch_one(&self.readers)
+        .await?;
+        let mut tally = tally_from_row(&row)?;
+        tally.durations_ms = sqlx::query_scalar(
+            "SELECT ended_at - claimed_at FROM task_runs WHERE agent = ?1 AND outcome = 'done' \
+             ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(agent)
+        .bind(MAX_DURATIONS)
+        .fetch_all(&self.readers)
+        .await?;
+        observe::db_query("run_tally", started);
+        Ok(tally)
+    }
+
+    /// [`SqliteStore::run_tally`] for every agent that ever claimed a task.
+    pub async fn run_tallies(&self) -> Result<BTreeMap<String, RunTally>, StoreError> {
+        let started = Instant::now();
+        let rows = sqlx::query(&format!(
+            "SELECT agent, {RUN_COUNT_COLS} FROM task_runs GROUP BY agent"
+        ))
+        .fetch_all(&self.readers)
+        .await?;
+        let mut out = BTreeMap::new();
+        for r in &rows {
+            out.insert(r.try_get::<String, _>("agent")?, tally_from_row(r)?);
+        }
+        let rows = sqlx::query(
+            "SELECT agent, ended_at - claimed_at AS ms FROM task_runs WHERE outcome = 'done' \
+             ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(MAX_DURATIONS)
+        .fetch_all(&self.readers)
+        .await?;
+        for r in &rows {
+            let agent: String = r.try_get("agent")?;
+            if let Some(t) = out.get_mut(&agent) {
+                t.durations_ms.push(r.try_get("ms")?);
+            }
+        }
+        observe::db_query("run_tallies", started);
+        Ok(out)
+    }
+
+    /// Completions per minute for the `minutes` minutes up to now, oldest
+    /// first (the current, partial minute last).
+    pub async fn done_per_minute(&self, minutes: usize) -> Result<Vec<i64>, StoreError> {
+        let started = Instant::now();
+        let now_min = now_ms().div_euclid(60_000);
+        let first = now_min - minutes as i64 + 1;
+        let rows = sqlx::query(
+            "SELECT ended_at / 60000 AS minute, COUNT(*) AS n FROM task_runs \
+             WHERE outcome = 'done' AND ended_at >= ?1 GROUP BY minute",
+        )
+        .bind(first * 60_000)
+        .fetch_all(&self.readers)
+        .await?;
+        observe::db_query("done_per_minute", started);
+        let mut out = vec![0; minutes];
+        for r in &rows {
+            let minute: i64 = r.try_get("minute")?;
+            if let Some(slot) = out.get_mut((minute - first) as usize) {
+                *slot = r.try_get("n")?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Most completion durations read per statistics query.
+pub const MAX_DURATIONS: i64 = 10_000;
+
+const RUN_COUNT_COLS: &str = "COUNT(*) AS claims, \
+    COALESCE(SUM(outcome = 'done'), 0) AS completions, \
+    COALESCE(SUM(outcome = 'failed'), 0) AS failures, \
+    COALESCE(SUM(outcome = 'expired'), 0) AS expiries, \
+    COALESCE(SUM(outcome = 'released'), 0) AS releases, \
+    COALESCE(SUM(outcome = 'cancelled'), 0) AS cancellations";
+
+fn tally_from_row(r: &SqliteRow) -> Result<RunTally, StoreError> {
+    Ok(RunTally {
+        counts: ClaimCounts {
+            claims: r.try_get("claims")?,
+            completions: r.try_get("completions")?,
+            failures: r.try_get("failures")?,
+            expiries: r.try_get("expiries")?,
+            releases: r.try_get("releases")?,
+            cancellations: r.try_get("cancellations")?,
+        },
+        durations_ms: Vec::new(),
+    })
 }
 
 /// Polls: each change is one transaction with its event; the tally is

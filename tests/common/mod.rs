@@ -4,6 +4,7 @@
 
 pub mod fake_openai;
 pub mod http_api;
+pub mod webdriver;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -322,4 +323,105 @@ impl Client {
         }
         self.ok(frame, "task").await["task"].clone()
     }
+}
+
+// ---- HTTP helpers (api_*.rs, metrics.rs, dashboard.rs) --------------------
+
+impl TestServer {
+    /// `http://127.0.0.1:PORT{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.http_url(), path)
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    /// The `id:` field.
+    pub id: Option<String>,
+    /// The `event:` field (None means the default, `message`).
+    pub event: Option<String>,
+    /// The `data:` lines joined by newlines.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// `data` parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("SSE data is JSON")
+    }
+}
+
+/// A `text/event-stream` response read event by event.
+pub struct SseStream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseStream {
+    /// Sends the request and asserts a 200 `text/event-stream` answer.
+    pub async fn open(req: reqwest::RequestBuilder) -> SseStream {
+        let resp = req.send().await.expect("SSE request");
+        assert_eq!(resp.status(), 200, "SSE status");
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/event-stream"), "content type {ct}");
+        SseStream {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event with data (comments and keep-alives are skipped).
+    pub async fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                let mut ev = SseEvent::default();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.trim_start().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        ev.event = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        ev.id = Some(v.trim().to_string());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                ev.data = data.join("\n");
+                return ev;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.resp.chunk())
+                .await
+                .expect("timed out waiting for an SSE event")
+                .expect("SSE read")
+                .expect("SSE stream ended");
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
+    }
+
+    /// The next event named `event`, skipping others.
+    pub async fn until(&mut self, event: &str) -> SseEvent {
+        loop {
+            let ev = self.next().await;
+            if ev.event.as_deref() == Some(event) {
+                return ev;
+            }
+        }
+    }
+}
+
+/// Lets each caller broadcast once, then refuses for a long while (to see
+/// `rate_limited` without waiting).
+pub fn one_broadcast_per_caller(cfg: &mut Config) {
+    cfg.limits.rates.insert(
+        "broadcast".into(),
+        swarmbridge::config::Rate {
+            per_s: 0.01,
+            burst: 1,
+        },
+    );
 }

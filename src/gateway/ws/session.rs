@@ -490,6 +490,7 @@ impl Conn {
         let class = self.app.core.rate_class(name);
         if let Err(l) = self.app.rate_limits.check(&key, caller.role, class) {
             self.bad_in_a_row = 0;
+            crate::observe::rate_limited(&self.app.core, Platform::Ws, &l.class);
             let e = CoreError::RateLimited {
                 message: format!(
                     "rate limit for {} exceeded; retry in {} ms",
@@ -530,7 +531,7 @@ impl Conn {
                     Err(e) => return self.on_bad(re, e).await,
                 };
                 let command = cmd.name();
-                match self.app.core.execute(caller, cmd).await {
+                match crate::observe::execute(&self.app.core, caller, cmd).await {
                     Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
                     Err(e) => {
                         tracing::debug!(command, code = e.code(), "refused");

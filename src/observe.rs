@@ -1,0 +1,363 @@
+//! Observability: the one place front doors run commands through (so every
+//! command is counted and timed the same way whichever door it came in by),
+//! the Prometheus recorder behind `/metrics`, and the few hooks the store,
+//! the sweeper and the reasoner call.
+//!
+//! Hot-path rule: nothing here is called per event delivery. Fan-out
+//! counters live in [`BusStats`](crate::bus::BusStats) atomics and are read
+//! when `/metrics` is scraped.
+
+use crate::core::command::{Command, Reply};
+use crate::core::error::CoreError;
+use crate::core::model::{Caller, Platform, TaskState};
+use crate::core::Core;
+use crate::reason::CircuitState;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Every platform, in the order [`FrontDoorStats`] keeps them.
+pub const PLATFORMS: [Platform; 5] = [
+    Platform::Ws,
+    Platform::Discord,
+    Platform::Twitch,
+    Platform::Http,
+    Platform::Cli,
+];
+
+fn platform_index(p: Platform) -> usize {
+    match p {
+        Platform::Ws => 0,
+        Platform::Discord => 1,
+        Platform::Twitch => 2,
+        Platform::Http => 3,
+        Platform::Cli => 4,
+    }
+}
+
+/// Commands served and refused per platform, and open event streams, kept
+/// in memory by the core (reset at restart; `/metrics` has them as counters).
+#[derive(Debug, Default)]
+pub struct FrontDoorStats {
+    served: [AtomicU64; 5],
+    refused: [AtomicU64; 5],
+    streams: AtomicUsize,
+}
+
+/// One platform's line in [`FrontDoorStats::snapshot`].
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PlatformCommands {
+    /// `ws`, `discord`, `twitch`, `http` or `cli`.
+    pub platform: &'static str,
+    /// Commands that succeeded.
+    pub served: u64,
+    /// Commands refused with an error (any code, rate limits included).
+    pub refused: u64,
+}
+
+impl FrontDoorStats {
+    /// Counts one command outcome of `platform`.
+    pub fn count(&self, platform: Platform, ok: bool) {
+        let i = platform_index(platform);
+        let c = if ok {
+            &self.served[i]
+        } else {
+            &self.refused[i]
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every platform's counts.
+    pub fn snapshot(&self) -> Vec<PlatformCommands> {
+        PLATFORMS
+            .iter()
+            .map(|&p| {
+                let i = platform_index(p);
+                PlatformCommands {
+                    platform: p.as_str(),
+                    served: self.served[i].load(Ordering::Relaxed),
+                    refused: self.refused[i].load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Server-sent event streams open now (`/api/events`, `/dashboard/events`).
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts an event stream as open until the guard is dropped.
+pub fn stream_opened(core: &Arc<Core>) -> StreamGuard {
+    core.front_doors.streams.fetch_add(1, Ordering::Relaxed);
+    StreamGuard(core.clone())
+}
+
+/// Keeps an event stream counted in [`FrontDoorStats::streams`] while alive.
+pub struct StreamGuard(Arc<Core>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.front_doors.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs a command for a front door: [`Core::execute`], counted by name,
+/// platform and outcome and timed, with claims counted. Every front door
+/// calls this rather than `execute` directly.
+pub async fn execute(core: &Core, caller: &Caller, cmd: Command) -> Result<Reply, CoreError> {
+    let name = cmd.name();
+    let assigning = matches!(cmd, Command::TaskAssign { .. });
+    let started = Instant::now();
+    let result = core.execute(caller, cmd).await;
+    let elapsed = started.elapsed();
+    let platform = caller.platform.as_str();
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    counter!("swarmbridge_commands_total", "command" => name, "platform" => platform, "outcome" => outcome)
+        .increment(1);
+    histogram!("swarmbridge_command_duration_seconds", "command" => name, "platform" => platform)
+        .record(elapsed.as_secs_f64());
+    core.front_doors.count(caller.platform, result.is_ok());
+    let claimed = match &result {
+        Ok(Reply::Task(Some(t))) => {
+            (name == "task.claim" || assigning) && t.state == TaskState::Claimed
+        }
+        _ => false,
+    };
+    if claimed {
+        counter!("swarmbridge_task_claims_total", "platform" => platform).increment(1);
+    }
+    result
+}
+
+/// Counts a command a front door refused before it reached the core (a
+/// role check of its own), the way [`execute`] counts refusals.
+pub fn refused(core: &Core, caller: &Caller, command: &str, err: &CoreError) {
+    counter!("swarmbridge_commands_total", "command" => command.to_string(),
+        "platform" => caller.platform.as_str(), "outcome" => err.code())
+    .increment(1);
+    core.front_doors.count(caller.platform, false);
+}
+
+/// Counts a request refused by a rate limit, before it reached the core.
+pub fn rate_limited(core: &Core, platform: Platform, class: &str) {
+    counter!("swarmbridge_rate_limited_total", "platform" => platform.as_str(), "class" => class.to_string())
+        .increment(1);
+    core.front_doors.count(platform, false);
+}
+
+/// Records how long a store operation took, from `started` to now.
+pub fn db_query(op: &'static str, started: Instant) {
+    histogram!("swarmbridge_db_query_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Counts leases that ran out (called by the sweeper).
+pub fn lease_expiries(n: usize) {
+    if n > 0 {
+        counter!("swarmbridge_lease_expiries_total").increment(n as u64);
+    }
+}
+
+/// Records one reasoning request: its duration and outcome (`ok` or an error code).
+pub fn reasoning(elapsed: Duration, outcome: &'static str) {
+    histogram!("swarmbridge_reasoning_duration_seconds", "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Latency buckets (seconds) shared by every histogram: from half a
+/// millisecond (a `status`) to a minute (a slow reasoning backend).
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+fn describe() {
+    describe_gauge!("swarmbridge_connections", "Open connections by platform (ws: agent WebSockets, http: event streams; discord and twitch are 0 while off).");
+    describe_counter!(
+        "swarmbridge_commands_total",
+        "Commands run, by command, platform and outcome (ok or the error code)."
+    );
+    describe_histogram!(
+        "swarmbridge_command_duration_seconds",
+        "Time to run a command in the core, by command and platform."
+    );
+    describe_counter!(
+        "swarmbridge_platform_commands_total",
+        "Commands by platform and result (served or refused), since start."
+    );
+    describe_counter!(
+        "swarmbridge_task_claims_total",
+        "Successful claims and assignments."
+    );
+    describe_counter!(
+        "swarmbridge_lease_expiries_total",
+        "Claims whose lease ran out."
+    );
+    describe_counter!(
+        "swarmbridge_events_published_total",
+        "Committed events fanned out by the bus."
+    );
+    describe_counter!(
+        "swarmbridge_event_deliveries_total",
+        "Event frames queued to agent connections."
+    );
+    describe_counter!(
+        "swarmbridge_deliveries_dropped_total",
+        "Event deliveries refused because a connection's queue was full."
+    );
+    describe_counter!(
+        "swarmbridge_slow_disconnects_total",
+        "Connections cut off for backpressure (queue full)."
+    );
+    describe_counter!(
+        "swarmbridge_rate_limited_total",
+        "Requests refused by a rate limit, by platform and class."
+    );
+    describe_histogram!(
+        "swarmbridge_reasoning_duration_seconds",
+        "Reasoning requests, by outcome (cache hits included)."
+    );
+    describe_counter!(
+        "swarmbridge_reasoning_cache_hits_total",
+        "Reasoning answers served from the cache."
+    );
+    describe_counter!(
+        "swarmbridge_reasoning_cache_misses_total",
+        "Reasoning asks the cache could not answer."
+    );
+    describe_counter!(
+        "swarmbridge_reasoning_backend_calls_total",
+        "Calls to the reasoning backend (retries included in one call)."
+    );
+    describe_counter!(
+        "swarmbridge_reasoning_backend_failures_total",
+        "Backend calls that failed after their retries."
+    );
+    describe_gauge!(
+        "swarmbridge_reasoning_circuit_state",
+        "1 for the circuit breaker's current state (closed, half_open, open), 0 for the others."
+    );
+    describe_gauge!(
+        "swarmbridge_reasoning_configured",
+        "1 when a reasoning backend is configured."
+    );
+    describe_gauge!(
+        "swarmbridge_reasoning_last_latency_seconds",
+        "Duration of the latest backend call."
+    );
+    describe_histogram!(
+        "swarmbridge_db_query_duration_seconds",
+        "Database time by operation (write: one whole transaction)."
+    );
+    describe_gauge!("swarmbridge_tasks", "Tasks by state.");
+    describe_gauge!("swarmbridge_agents_online", "Distinct agents connected.");
+    describe_gauge!(
+        "swarmbridge_uptime_seconds",
+        "Seconds since the server started."
+    );
+}
+
+/// The process's Prometheus handle. The first call installs the recorder
+/// globally; if another recorder is already installed (an embedding
+/// program's), a detached one is used and only the figures read at scrape
+/// time are reported.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || {
+            PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+        };
+        match builder().install_recorder() {
+            Ok(handle) => {
+                describe();
+                handle
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics is partial");
+                builder().build_recorder().handle()
+            }
+        }
+    })
+}
+
+/// Drains histogram samples every few seconds so memory stays bounded
+/// between scrapes; runs until `stop`.
+pub async fn run_upkeep(stop: CancellationToken) {
+    let handle = prometheus();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+/// Reads the figures kept elsewhere (bus atomics, reasoner stats, task
+/// counts) into the registry, then renders the Prometheus text format.
+pub fn render(core: &Core) -> String {
+    let handle = prometheus();
+    let fd = &core.front_doors;
+    gauge!("swarmbridge_connections", "platform" => "ws").set(core.bus.connections() as f64);
+    gauge!("swarmbridge_connections", "platform" => "http").set(fd.streams() as f64);
+    gauge!("swarmbridge_connections", "platform" => "discord").set(0.0);
+    gauge!("swarmbridge_connections", "platform" => "twitch").set(0.0);
+    for p in fd.snapshot() {
+        counter!("swarmbridge_platform_commands_total", "platform" => p.platform, "result" => "served")
+            .absolute(p.served);
+        counter!("swarmbridge_platform_commands_total", "platform" => p.platform, "result" => "refused")
+            .absolute(p.refused);
+    }
+    let bus = &core.bus.stats;
+    counter!("swarmbridge_events_published_total").absolute(bus.published.load(Ordering::Relaxed));
+    counter!("swarmbridge_event_deliveries_total").absolute(bus.delivered.load(Ordering::Relaxed));
+    counter!("swarmbridge_deliveries_dropped_total").absolute(bus.dropped.load(Ordering::Relaxed));
+    counter!("swarmbridge_slow_disconnects_total")
+        .absolute(bus.slow_disconnects.load(Ordering::Relaxed));
+    // created at zero so the family is always there
+    counter!("swarmbridge_lease_expiries_total").increment(0);
+
+    let r = core.reasoner.stats();
+    counter!("swarmbridge_reasoning_cache_hits_total").absolute(r.cache_hits);
+    counter!("swarmbridge_reasoning_cache_misses_total").absolute(r.cache_misses);
+    counter!("swarmbridge_reasoning_backend_calls_total").absolute(r.backend_calls);
+    counter!("swarmbridge_reasoning_backend_failures_total").absolute(r.backend_failures);
+    for (state, name) in [
+        (CircuitState::Closed, "closed"),
+        (CircuitState::HalfOpen, "half_open"),
+        (CircuitState::Open, "open"),
+    ] {
+        gauge!("swarmbridge_reasoning_circuit_state", "state" => name).set(if r.circuit == state {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    gauge!("swarmbridge_reasoning_configured").set(if core.reasoner.is_configured() {
+        1.0
+    } else {
+        0.0
+    });
+    if let Some(ms) = r.last_latency_ms {
+        gauge!("swarmbridge_reasoning_last_latency_seconds").set(ms as f64 / 1000.0);
+    }
+
+    let counts = core.store.task_counts();
+    for st in TaskState::ALL {
+        gauge!("swarmbridge_tasks", "state" => st.as_str()).set(counts.get(st) as f64);
+    }
+    gauge!("swarmbridge_agents_online").set(core.bus.agents_online() as f64);
+    gauge!("swarmbridge_uptime_seconds").set(core.uptime_s() as f64);
+    handle.render()
+}
