@@ -341,7 +341,14 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 cfg.tasks.lease_s, cfg.tasks.max_attempts
             );
             println!("  discord:    off (no SWARMBRIDGE_DISCORD_TOKEN)");
-            println!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
+            if cfg.twitch.enabled() {
+                println!(
+                    "  twitch:     {}",
+                    crate::gateway::twitch::describe(&cfg.twitch)
+                );
+            } else {
+                println!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
+            }
             println!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)");
         }
     }

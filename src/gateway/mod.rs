@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod http;
+pub mod twitch;
 pub mod ws;
 
 use crate::config::Config;

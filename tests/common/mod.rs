@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_openai;
+pub mod fake_twitch;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
