@@ -365,7 +365,14 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 cfg.tasks.max_attempts
             );
             out!("  discord:    off (no SWARMBRIDGE_DISCORD_TOKEN)");
-            out!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
+            if cfg.twitch.enabled() {
+                out!(
+                    "  twitch:     {}",
+                    crate::gateway::twitch::describe(&cfg.twitch)
+                );
+            } else {
+                out!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
+            }
             out!(
                 "  catalog:    {} commands ({})",
                 catalog.commands().len(),

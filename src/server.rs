@@ -29,6 +29,9 @@ pub enum ServerError {
     /// The reasoning settings are not usable.
     #[error("reasoning: {0}")]
     Reasoning(String),
+    /// The Twitch front door could not start.
+    #[error("twitch: {0}")]
+    Twitch(#[from] gateway::twitch::TwitchError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -155,6 +158,17 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         });
     }
 
+    let twitch = if cfg.twitch.enabled() {
+        Some(gateway::twitch::start(
+            core.clone(),
+            Arc::new(cfg.twitch.clone()),
+            rate_limits.clone(),
+            shutdown.clone(),
+        )?)
+    } else {
+        None
+    };
+
     let addr = cfg.listen_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -187,6 +201,9 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
+    if let Some(twitch) = twitch {
+        tasks.spawn(twitch);
+    }
     tracing::info!(
         %addr,
         database = %redact_url(&cfg.database.url),
@@ -200,7 +217,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         },
         model = core.reasoner.model(),
         discord = "off",
-        twitch = "off",
+        twitch = %gateway::twitch::describe(&cfg.twitch),
         "front doors"
     );
     Ok(Running {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod dashboard;
 pub mod http;
 pub mod rest;
+pub mod twitch;
 pub mod ws;
 
 use crate::config::Config;
