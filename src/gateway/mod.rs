@@ -3,6 +3,7 @@
 //! its replies; none touches the database directly.
 
 pub mod api;
+pub mod discord;
 pub mod http;
 pub mod ws;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSocket sessions, waited for at shutdown.
     pub sessions: TaskTracker,
+    /// The Discord front door (None when Discord is not configured).
+    pub discord: Option<Arc<discord::Discord>>,
 }
 
 /// The whole HTTP surface.
@@ -39,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(http::ready))
         .route("/api/reason", post(api::reason))
         .route("/api/reason/stream", post(api::reason_stream))
+        .route(
+            "/discord/interactions",
+            post(discord::http_endpoint::interactions),
+        )
         .fallback(http::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
