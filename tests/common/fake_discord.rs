@@ -95,7 +95,13 @@ pub fn member_json(user_id: u64, username: &str, roles: &[u64]) -> Value {
 }
 
 /// A message object as Discord returns it.
-pub fn message_json(id: u64, channel_id: u64, content: &str, embeds: Value, components: Value) -> Value {
+pub fn message_json(
+    id: u64,
+    channel_id: u64,
+    content: &str,
+    embeds: Value,
+    components: Value,
+) -> Value {
     json!({
         "id": snowflake(id), "channel_id": snowflake(channel_id),
         "author": { "id": snowflake(BOT_USER_ID), "username": "swarmbridge", "discriminator": "0",
@@ -125,7 +131,13 @@ fn base_interaction(kind: u8, id: u64, token: &str, data: Value, member: Value) 
 
 /// An APPLICATION_COMMAND interaction: `name` is the top-level command and
 /// `options` its options (a subcommand is one option of type 1).
-pub fn command_interaction(id: u64, token: &str, name: &str, options: Value, member: Value) -> Value {
+pub fn command_interaction(
+    id: u64,
+    token: &str,
+    name: &str,
+    options: Value,
+    member: Value,
+) -> Value {
     let data = json!({ "id": snowflake(900 + id), "name": name, "type": 1, "options": options });
     base_interaction(2, id, token, data, member)
 }
@@ -135,24 +147,23 @@ pub fn sub(name: &str, options: Value) -> Value {
     json!([{ "name": name, "type": 1, "options": options }])
 }
 
-/// An APPLICATION_COMMAND_AUTOCOMPLETE interaction with `focused` being typed.
+/// An APPLICATION_COMMAND_AUTOCOMPLETE interaction; `options` carry one
+/// option made by [`focused`].
 pub fn autocomplete_interaction(
     id: u64,
     token: &str,
     name: &str,
-    subcommand: &str,
-    focused: &str,
-    option_type: u8,
-    typed: &str,
+    options: Value,
     member: Value,
 ) -> Value {
-    let data = json!({
-        "id": snowflake(900 + id), "name": name, "type": 1,
-        "options": [{ "name": subcommand, "type": 1, "options": [
-            { "name": focused, "type": option_type, "value": typed, "focused": true }
-        ]}]
-    });
+    let data = json!({ "id": snowflake(900 + id), "name": name, "type": 1, "options": options });
     base_interaction(4, id, token, data, member)
+}
+
+/// The option being typed in an autocomplete interaction (its value is
+/// what was typed so far, always a string).
+pub fn focused(name: &str, option_type: u8, typed: &str) -> Value {
+    json!({ "name": name, "type": option_type, "value": typed, "focused": true })
 }
 
 /// A MESSAGE_COMPONENT interaction: a button with `custom_id` pressed on a bot message.
@@ -177,7 +188,9 @@ impl FakeDiscord {
             .route("/gateway", get(gateway))
             .fallback(rest)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         *shared.addr.lock().unwrap() = Some(addr);
         let task = tokio::spawn(async move {
@@ -238,7 +251,10 @@ impl FakeDiscord {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("the bot never identified on the fake gateway; REST so far: {:#?}", self.requests());
+                panic!(
+                    "the bot never identified on the fake gateway; REST so far: {:#?}",
+                    self.requests()
+                );
             }
         }
     }
@@ -269,7 +285,12 @@ fn record(shared: &Shared, r: Recorded) {
     shared.changed.notify_waiters();
 }
 
-async fn rest(State(shared): State<Arc<Shared>>, method: Method, OriginalUri(uri): OriginalUri, body: Bytes) -> Response {
+async fn rest(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Response {
     let full = uri.path().to_string();
     let path = full.strip_prefix("/api/v10").unwrap_or(&full).to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -345,7 +366,11 @@ async fn session(shared: Arc<Shared>, socket: WebSocket) {
     let (mut out, mut inp) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let hello = json!({ "op": 10, "d": { "heartbeat_interval": 41250 }, "s": null, "t": null });
-    if out.send(Message::Text(hello.to_string().into())).await.is_err() {
+    if out
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {

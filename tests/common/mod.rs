@@ -2,6 +2,7 @@
 //! SQLite file, and a WebSocket agent client that speaks the protocol.
 #![allow(dead_code)]
 
+pub mod fake_discord;
 pub mod fake_openai;
 
 use futures_util::{SinkExt, StreamExt};

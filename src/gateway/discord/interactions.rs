@@ -163,13 +163,13 @@ impl InteractionHandler {
         }
     }
 
-    /// Counts one request; a limited user is told once per limited window
-    /// (later refusals in the same window are silent).
-    fn check_rate(&self, who: &Who<'_>, caller: &Caller, class: &str) -> Result<(), Outcome> {
+    /// Counts one request; None when it may run. A limited user is told
+    /// once per limited window (later refusals in the same window are silent).
+    fn rate_refusal(&self, who: &Who<'_>, caller: &Caller, class: &str) -> Option<Outcome> {
         let user_id = who.user.id.get();
         let key = format!("discord:{user_id}");
         let Err(limited) = self.rate_limits.check(&key, caller.role, class) else {
-            return Ok(());
+            return None;
         };
         let now = Instant::now();
         if self
@@ -182,7 +182,7 @@ impl InteractionHandler {
                 user = user_id,
                 "limited again; not told twice"
             );
-            return Err(Outcome::Silent);
+            return Some(Outcome::Silent);
         }
         let wait = Duration::from_millis(limited.retry_after_ms);
         self.told_limited.insert(user_id, now + wait);
@@ -190,7 +190,7 @@ impl InteractionHandler {
             self.told_limited.retain(|_, until| *until > now);
         }
         let secs = limited.retry_after_ms.div_ceil(1000).max(1);
-        Err(message(render::notice(&format!(
+        Some(message(render::notice(&format!(
             "You are going too fast ({} limit); try again in {secs} s.",
             limited.class
         ))))
@@ -229,7 +229,7 @@ impl InteractionHandler {
                 "/{name} is not a command here; try /help"
             )));
         };
-        if let Err(o) = self.check_rate(&who, &caller, &spec.rate_class) {
+        if let Some(o) = self.rate_refusal(&who, &caller, &spec.rate_class) {
             return o;
         }
         let invocation = match to_args(spec, &options).and_then(|a| spec.invocation(&a)) {
@@ -299,7 +299,7 @@ impl InteractionHandler {
                 )))
             }
         };
-        if let Err(o) = self.check_rate(&who, &caller, self.core.rate_class(cmd.name())) {
+        if let Some(o) = self.rate_refusal(&who, &caller, self.core.rate_class(cmd.name())) {
             return o;
         }
         match self.core.execute(&caller, cmd).await {

@@ -41,12 +41,16 @@ pub enum DiscordError {
 
 /// A REST client for `cfg` (token may be empty in HTTP-interactions-only
 /// mode; follow-up webhooks need none). `api_base` replaces
-/// `https://discord.com` for every REST call.
+/// `https://discord.com` for every REST call and hands Discord's rate-limit
+/// buckets to that proxy; without it serenity's bucket handling applies.
 pub fn build_http(cfg: &DiscordConfig) -> Http {
     let token = cfg.token.as_deref().unwrap_or("").trim().to_string();
     let mut b = HttpBuilder::new(token);
     if let Some(base) = cfg.api_base.as_deref().filter(|b| !b.trim().is_empty()) {
-        b = b.proxy(base.trim().to_string());
+        // serenity 0.12 sends requests through its own ratelimiter without
+        // the proxy base; a proxy is expected to do the bucket handling
+        // itself (as twilight-http-proxy does), so ours is switched off.
+        b = b.proxy(base.trim().to_string()).ratelimiter_disabled(true);
     }
     if let Some(app) = cfg.application_id.filter(|a| *a != 0) {
         b = b.application_id(ApplicationId::new(app));
