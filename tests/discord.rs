@@ -527,3 +527,48 @@ async fn reason_is_deferred_then_edited_with_the_answer() {
     let patches = fake.matching(|r| r.method == "PATCH");
     assert!(patches.len() <= 3, "{patches:#?}");
 }
+
+#[tokio::test]
+async fn discord_register_cli_overwrites_guild_commands_using_the_documented_env_names() {
+    let fake = FakeDiscord::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmbridge"))
+        .args(["discord", "register", "--guild", &GUILD_ID.to_string()])
+        .current_dir(dir.path())
+        .env("SWARMBRIDGE_DISCORD_TOKEN", BOT_TOKEN)
+        .env("SWARMBRIDGE_DISCORD_APPLICATION_ID", APP_ID.to_string())
+        .env("SWARMBRIDGE_DISCORD_API_BASE", fake.base_url())
+        .output()
+        .await
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected =
+        swarmbridge::gateway::discord::register::registration_body(&Catalog::embedded().unwrap());
+    assert!(
+        stdout.contains(&format!(
+            "registered {} slash command(s) in guild",
+            expected.len()
+        )),
+        "{stdout}"
+    );
+    let put = fake.wait_for(|r| r.method == "PUT").await;
+    assert_eq!(
+        put.path,
+        format!("/applications/{APP_ID}/guilds/{GUILD_ID}/commands")
+    );
+    assert_eq!(put.body, Value::Array(expected));
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_gateway_client_promptly() {
+    let fake = FakeDiscord::spawn().await;
+    let mut srv = gateway_server(&fake, |_| {}).await;
+    tokio::time::timeout(Duration::from_secs(5), srv.stop())
+        .await
+        .expect("shutdown within 5 s with Discord on");
+}
