@@ -206,7 +206,7 @@ impl Default for DiscordConfig {
 impl std::fmt::Debug for DiscordConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiscordConfig")
-            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("application_id", &self.application_id)
             .field("public_key", &self.public_key)
             .field("announce_channel", &self.announce_channel)

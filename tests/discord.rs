@@ -457,13 +457,13 @@ async fn autocomplete_suggests_open_and_claimed_task_ids_matching_the_prefix() {
         .await;
     w.ok(json!({"type":"task.complete","task_id": 10}), "task")
         .await;
-    let ac = autocomplete_interaction(
+    let ac = as_autocomplete(command_interaction(
         6,
         "tok-6",
         "task",
         sub("show", json!([focused("task_id", 4, "1")])),
         viewer(),
-    );
+    ));
     let (status, v) = post_signed(&srv, &ac).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["type"], 8, "{v}");
@@ -476,7 +476,7 @@ async fn autocomplete_suggests_open_and_claimed_task_ids_matching_the_prefix() {
     got.sort();
     assert_eq!(got, vec![1, 11, 12]);
     // agent names too
-    let ac = autocomplete_interaction(
+    let ac = as_autocomplete(command_interaction(
         7,
         "tok-7",
         "task",
@@ -485,7 +485,7 @@ async fn autocomplete_suggests_open_and_claimed_task_ids_matching_the_prefix() {
             json!([{ "name": "task_id", "type": 4, "value": 1 }, focused("agent", 3, "W")]),
         ),
         viewer(),
-    );
+    ));
     let (_, v) = post_signed(&srv, &ac).await;
     assert_eq!(v["data"]["choices"], json!([{"name": "w", "value": "w"}]));
 }

@@ -142,22 +142,17 @@ pub fn command_interaction(
     base_interaction(2, id, token, data, member)
 }
 
+/// The same command as an APPLICATION_COMMAND_AUTOCOMPLETE interaction
+/// (type 4 instead of 2): Discord sends the options typed so far, one of
+/// them made by [`focused`].
+pub fn as_autocomplete(mut command_interaction: Value) -> Value {
+    command_interaction["type"] = json!(4);
+    command_interaction
+}
+
 /// A subcommand option: `{"name": sub, "type": 1, "options": [...]}`.
 pub fn sub(name: &str, options: Value) -> Value {
     json!([{ "name": name, "type": 1, "options": options }])
-}
-
-/// An APPLICATION_COMMAND_AUTOCOMPLETE interaction; `options` carry one
-/// option made by [`focused`].
-pub fn autocomplete_interaction(
-    id: u64,
-    token: &str,
-    name: &str,
-    options: Value,
-    member: Value,
-) -> Value {
-    let data = json!({ "id": snowflake(900 + id), "name": name, "type": 1, "options": options });
-    base_interaction(4, id, token, data, member)
 }
 
 /// The option being typed in an autocomplete interaction (its value is
