@@ -163,7 +163,7 @@ async fn slash_task_create_reaches_an_agent_and_its_completion_is_announced() {
 #[tokio::test]
 async fn a_burst_of_events_is_announced_in_few_messages() {
     let fake = FakeDiscord::spawn().await;
-    let srv = gateway_server(&fake, |cfg| cfg.discord.announce_coalesce_ms = 500).await;
+    let srv = gateway_server(&fake, |cfg| cfg.discord.announce_coalesce_ms = 1000).await;
     let mut op = srv.operator("boss").await;
     for i in 0..10 {
         op.create_task(json!({ "title": format!("burst {i}") }))
@@ -571,4 +571,38 @@ async fn shutdown_stops_the_gateway_client_promptly() {
     tokio::time::timeout(Duration::from_secs(5), srv.stop())
         .await
         .expect("shutdown within 5 s with Discord on");
+}
+
+#[tokio::test]
+async fn a_release_button_pressed_over_the_gateway_updates_the_task_message() {
+    let fake = FakeDiscord::spawn().await;
+    let srv = gateway_server(&fake, |_| {}).await;
+    let mut op = srv.operator("boss").await;
+    let id = op.create_task(json!({"title": "hold it"})).await["id"]
+        .as_i64()
+        .unwrap();
+    fake.interaction(button_interaction(
+        20,
+        "tok-20",
+        &format!("task:claim:{id}"),
+        discord_member_with_agent_role(),
+    ));
+    let claimed = fake
+        .wait_for(|r| r.path == "/interactions/20/tok-20/callback")
+        .await;
+    assert_eq!(claimed.body["type"], 7, "{}", claimed.body);
+    fake.interaction(button_interaction(
+        21,
+        "tok-21",
+        &format!("task:release:{id}"),
+        discord_member_with_agent_role(),
+    ));
+    let released = fake
+        .wait_for(|r| r.path == "/interactions/21/tok-21/callback")
+        .await;
+    assert_eq!(released.body["type"], 7, "{}", released.body);
+    assert!(embed_text(&released.body["data"]).contains("open"));
+    assert!(released.body["data"]["components"]
+        .to_string()
+        .contains(&format!("task:claim:{id}")));
 }
