@@ -73,6 +73,21 @@ pub enum Cmd {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Discord.
+    #[command(subcommand)]
+    Discord(DiscordCmd),
+}
+
+/// `swarmbridge discord ...`
+#[derive(Debug, Subcommand)]
+pub enum DiscordCmd {
+    /// Register the catalog's slash commands (bulk overwrite; needs
+    /// SWARMBRIDGE_DISCORD_TOKEN).
+    Register {
+        /// Register in this guild only (takes effect at once) instead of globally.
+        #[arg(long)]
+        guild: Option<u64>,
+    },
 }
 
 /// `swarmbridge agent ...`
@@ -339,6 +354,22 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 .await?;
             out!("broadcast stored");
         }
+        Cmd::Discord(DiscordCmd::Register { guild }) => {
+            if !cfg.discord.gateway_on() {
+                anyhow::bail!("SWARMBRIDGE_DISCORD_TOKEN is not set");
+            }
+            let catalog = crate::server::load_catalog(&cfg)?;
+            let http = crate::gateway::discord::build_http(&cfg.discord);
+            let guild = guild.or(cfg.discord.guild_id);
+            let n = crate::gateway::discord::register::register_commands(&http, &catalog, guild)
+                .await?;
+            match guild {
+                Some(g) => println!("registered {n} slash command(s) in guild {g}"),
+                None => println!(
+                    "registered {n} global slash command(s) (Discord may take a while to show them)"
+                ),
+            }
+        }
         Cmd::Config(ConfigCmd::Check) => {
             let catalog = match &cfg.catalog.dir {
                 Some(dir) => crate::catalog::Catalog::from_dir(std::path::Path::new(dir))?,
@@ -364,7 +395,13 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 cfg.tasks.lease_s,
                 cfg.tasks.max_attempts
             );
-            out!("  discord:    off (no SWARMBRIDGE_DISCORD_TOKEN)");
+            out!(
+                "  discord:    {}",
+                match crate::server::discord_mode(&cfg.discord) {
+                    "off" => "off (no SWARMBRIDGE_DISCORD_TOKEN or SWARMBRIDGE_DISCORD_PUBLIC_KEY)",
+                    on => on,
+                }
+            );
             if cfg.twitch.enabled() {
                 out!(
                     "  twitch:     {}",

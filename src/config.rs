@@ -44,6 +44,9 @@ pub struct Config {
     /// `channels` is not empty.
     #[serde(default)]
     pub twitch: TwitchConfig,
+    /// The Discord front door (`SWARMBRIDGE_DISCORD_*`).
+    #[serde(default)]
+    pub discord: DiscordConfig,
 }
 
 /// `[dashboard]`
@@ -209,6 +212,139 @@ pub struct SyncConfig {
 pub struct CatalogConfig {
     /// A directory of `*.toml` command files replacing the embedded catalog.
     pub dir: Option<String>,
+}
+
+/// `[discord]`: the Discord front door. The gateway runs when `token` is
+/// set; the HTTP interactions endpoint answers when `public_key` is set.
+/// Snowflake ids may be written as strings or integers.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// The bot token (`SWARMBRIDGE_DISCORD_TOKEN`); a secret, never logged.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The application id (`SWARMBRIDGE_DISCORD_APPLICATION_ID`); looked up
+    /// with the token when unset.
+    #[serde(default, deserialize_with = "snowflake::opt")]
+    pub application_id: Option<u64>,
+    /// The application's Ed25519 public key, 64 hex digits
+    /// (`SWARMBRIDGE_DISCORD_PUBLIC_KEY`); turns on `POST /discord/interactions`.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// The channel announcements go to (`SWARMBRIDGE_DISCORD_ANNOUNCE_CHANNEL`).
+    #[serde(default, deserialize_with = "snowflake::opt")]
+    pub announce_channel: Option<u64>,
+    /// The REST base URL, for an HTTP proxy or a test double
+    /// (`SWARMBRIDGE_DISCORD_API_BASE`, default `https://discord.com`).
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// Register the catalog's commands when `serve` starts.
+    #[serde(default)]
+    pub register_on_start: bool,
+    /// Register in this guild only (instant) instead of globally.
+    #[serde(default, deserialize_with = "snowflake::opt")]
+    pub guild_id: Option<u64>,
+    /// Discord role id → swarmbridge role.
+    #[serde(default)]
+    pub roles: BTreeMap<String, crate::core::model::Role>,
+    /// Discord user id → swarmbridge role (wins over lower role mappings).
+    #[serde(default)]
+    pub users: BTreeMap<String, crate::core::model::Role>,
+    /// How long announcements are collected into one message.
+    #[serde(default = "default_coalesce_ms")]
+    pub announce_coalesce_ms: u64,
+    /// Messages the bot may post per channel within `announce_period_s`.
+    #[serde(default = "default_announce_burst")]
+    pub announce_burst: u32,
+    /// The window of `announce_burst`.
+    #[serde(default = "default_announce_period_s")]
+    pub announce_period_s: u64,
+}
+
+fn default_coalesce_ms() -> u64 {
+    1500
+}
+fn default_announce_burst() -> u32 {
+    5
+}
+fn default_announce_period_s() -> u64 {
+    5
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        DiscordConfig {
+            token: None,
+            application_id: None,
+            public_key: None,
+            announce_channel: None,
+            api_base: None,
+            register_on_start: false,
+            guild_id: None,
+            roles: BTreeMap::new(),
+            users: BTreeMap::new(),
+            announce_coalesce_ms: default_coalesce_ms(),
+            announce_burst: default_announce_burst(),
+            announce_period_s: default_announce_period_s(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DiscordConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("application_id", &self.application_id)
+            .field("public_key", &self.public_key)
+            .field("announce_channel", &self.announce_channel)
+            .field("api_base", &self.api_base)
+            .field("register_on_start", &self.register_on_start)
+            .field("guild_id", &self.guild_id)
+            .field("roles", &self.roles)
+            .field("users", &self.users)
+            .field("announce_coalesce_ms", &self.announce_coalesce_ms)
+            .field("announce_burst", &self.announce_burst)
+            .field("announce_period_s", &self.announce_period_s)
+            .finish()
+    }
+}
+
+impl DiscordConfig {
+    /// True when the gateway client should run.
+    pub fn gateway_on(&self) -> bool {
+        self.token.as_deref().is_some_and(|t| !t.trim().is_empty())
+    }
+
+    /// True when `POST /discord/interactions` should answer.
+    pub fn interactions_on(&self) -> bool {
+        self.public_key
+            .as_deref()
+            .is_some_and(|k| !k.trim().is_empty())
+    }
+}
+
+/// Discord ids ("snowflakes") from TOML integers or strings.
+mod snowflake {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+
+    /// An optional snowflake; an empty string counts as unset.
+    pub fn opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Int(i)) => Ok(Some(i)),
+            Some(Raw::Str(s)) if s.trim().is_empty() => Ok(None),
+            Some(Raw::Str(s)) => s.trim().parse().map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("expected a Discord id (digits), got {s:?}"))
+            }),
+        }
+    }
 }
 
 /// `[log]`
@@ -634,6 +770,11 @@ fn env_key(key: &str) -> Option<String> {
         "twitch_oauth_token" => "twitch.oauth_token".to_string(),
         "twitch_channels" => "twitch.channels".to_string(),
         "twitch_server" => "twitch.server".to_string(),
+        "discord_token" => "discord.token".to_string(),
+        "discord_application_id" => "discord.application_id".to_string(),
+        "discord_public_key" => "discord.public_key".to_string(),
+        "discord_announce_channel" => "discord.announce_channel".to_string(),
+        "discord_api_base" => "discord.api_base".to_string(),
         _ if k.contains("__") => k.replace("__", "."),
         _ => return None,
     };
@@ -741,6 +882,36 @@ impl Config {
             );
         }
         self.twitch.validate()?;
+        if let Some(key) = self
+            .discord
+            .public_key
+            .as_deref()
+            .filter(|k| !k.trim().is_empty())
+        {
+            let k = key.trim();
+            if k.len() != 64 || !k.chars().all(|c| c.is_ascii_hexdigit()) {
+                return bad("discord.public_key", "expected 64 hex digits");
+            }
+        }
+        if let Some(base) = self
+            .discord
+            .api_base
+            .as_deref()
+            .filter(|b| !b.trim().is_empty())
+        {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return bad(
+                    "discord.api_base",
+                    format!("expected an http:// or https:// URL, got {base:?}"),
+                );
+            }
+        }
+        if self.discord.announce_burst == 0 || self.discord.announce_period_s == 0 {
+            return bad(
+                "discord.announce_burst",
+                "announce_burst and announce_period_s must be at least 1",
+            );
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "expected text or json");
         }
@@ -824,6 +995,11 @@ mod tests {
             env_key("TWITCH_CHANNELS").as_deref(),
             Some("twitch.channels")
         );
+        assert_eq!(env_key("DISCORD_TOKEN").as_deref(), Some("discord.token"));
+        assert_eq!(
+            env_key("DISCORD_API_BASE").as_deref(),
+            Some("discord.api_base")
+        );
     }
 
     #[test]
@@ -833,5 +1009,25 @@ mod tests {
             .extract::<Config>()
             .unwrap_err();
         assert!(err.to_string().contains("lease_s"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod discord_tests {
+    use super::*;
+
+    #[test]
+    fn discord_ids_load_from_strings_or_integers_and_the_token_is_hidden() {
+        let cfg: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(
+                "[discord]\ntoken = \"sekrit\"\napplication_id = \"123\"\nannounce_channel = 456\nroles = { \"789\" = \"operator\" }",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(cfg.discord.application_id, Some(123));
+        assert_eq!(cfg.discord.announce_channel, Some(456));
+        assert_eq!(cfg.discord.roles["789"], crate::core::model::Role::Operator);
+        assert!(cfg.discord.gateway_on());
+        assert!(!format!("{:?}", cfg.discord).contains("sekrit"));
     }
 }

@@ -5,6 +5,8 @@ use crate::bus::Bus;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::core::{sweeper, Core};
+use crate::gateway::discord::announce::Announcer;
+use crate::gateway::discord::Discord;
 use crate::gateway::{self, AppState};
 use crate::limits::RateLimits;
 use crate::reason::{ReasonCache, Reasoner};
@@ -26,6 +28,9 @@ pub enum ServerError {
     /// The command catalog is invalid.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The Discord settings are not usable.
+    #[error(transparent)]
+    Discord(#[from] crate::gateway::discord::DiscordError),
     /// The reasoning settings are not usable.
     #[error("reasoning: {0}")]
     Reasoning(String),
@@ -56,10 +61,7 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     reasoning.max_prompt_chars = cfg.limits.max_prompt_chars;
     let reasoner = Reasoner::new(reasoning, store.clone() as Arc<dyn ReasonCache>)
         .map_err(|e| ServerError::Reasoning(e.to_string()))?;
-    let catalog = match &cfg.catalog.dir {
-        Some(dir) => Catalog::from_dir(std::path::Path::new(dir))?,
-        None => Catalog::embedded()?,
-    };
+    let catalog = load_catalog(cfg)?;
     Ok(Core::new(
         store,
         bus,
@@ -69,6 +71,14 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
         cfg.limits.clone(),
         cfg.polls.clone(),
     ))
+}
+
+/// The configured command catalog: `catalog.dir`, or the embedded one.
+pub fn load_catalog(cfg: &Config) -> Result<Catalog, CatalogError> {
+    match &cfg.catalog.dir {
+        Some(dir) => Catalog::from_dir(std::path::Path::new(dir)),
+        None => Catalog::embedded(),
+    }
 }
 
 /// A server that is listening; dropping it does not stop it, [`Running::shutdown`] does.
@@ -176,12 +186,44 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
+    let dcfg = &cfg.discord;
+    let discord = if dcfg.gateway_on() || dcfg.interactions_on() {
+        Some(Arc::new(Discord::new(
+            dcfg,
+            core.clone(),
+            rate_limits.clone(),
+            sessions.clone(),
+            shutdown.clone(),
+        )?))
+    } else {
+        None
+    };
+    if let Some(d) = &discord {
+        if dcfg.gateway_on() {
+            tasks.spawn(crate::gateway::discord::run_gateway(
+                d.clone(),
+                dcfg.clone(),
+                shutdown.clone(),
+            ));
+            if let Some(channel) = dcfg.announce_channel.filter(|c| *c != 0) {
+                let announcer = Announcer::new(
+                    d.http.clone(),
+                    channel,
+                    Duration::from_millis(dcfg.announce_coalesce_ms),
+                    dcfg.announce_burst,
+                    Duration::from_secs(dcfg.announce_period_s),
+                );
+                tasks.spawn(announcer.run(core.bus.observe(), shutdown.clone()));
+            }
+        }
+    }
     let state = AppState {
         core: core.clone(),
         cfg: cfg.clone(),
         rate_limits,
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
+        discord,
     };
     let app = gateway::router(state);
     let stop = shutdown.clone();
@@ -216,7 +258,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
             "off"
         },
         model = core.reasoner.model(),
-        discord = "off",
+        discord = discord_mode(&cfg.discord),
         twitch = %gateway::twitch::describe(&cfg.twitch),
         "front doors"
     );
@@ -228,6 +270,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         tasks,
         grace: Duration::from_secs(cfg.server.shutdown_grace_s),
     })
+}
+
+/// What of Discord runs, for the start-up line and `config check`.
+pub fn discord_mode(d: &crate::config::DiscordConfig) -> &'static str {
+    match (d.gateway_on(), d.interactions_on()) {
+        (true, true) => "on (gateway + /discord/interactions)",
+        (true, false) => "on (gateway)",
+        (false, true) => "on (/discord/interactions)",
+        (false, false) => "off",
+    }
 }
 
 /// Hides a password in a database URL for logs.

@@ -28,6 +28,15 @@ pub enum SearchMode {
     Fulltext,
 }
 
+impl SearchMode {
+    /// The name sent as `mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Fulltext => "fulltext",
+        }
+    }
+}
+
 /// What a result is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

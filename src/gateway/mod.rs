@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod discord;
 pub mod http;
 pub mod rest;
 pub mod twitch;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSocket sessions, waited for at shutdown.
     pub sessions: TaskTracker,
+    /// The Discord front door (None when Discord is not configured).
+    pub discord: Option<Arc<discord::Discord>>,
 }
 
 /// The whole HTTP surface.
@@ -68,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard/app.css", get(dashboard::style))
         .route("/dashboard/snapshot", get(dashboard::snapshot))
         .route("/dashboard/events", get(dashboard::events))
+        .route(
+            "/discord/interactions",
+            post(discord::http_endpoint::interactions),
+        )
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,106 @@
+//! Announcements: task and broadcast events posted to one channel. A burst
+//! of events is collected for `discord.announce_coalesce_ms` and posted as
+//! one embed, and our own governor cap (`announce_burst` messages per
+//! `announce_period_s`) sits on top of serenity's per-route buckets, so a
+//! storm of events never turns into a storm of messages.
+
+use super::render;
+use crate::core::events::CommittedEvent;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serenity::builder::CreateMessage;
+use serenity::http::Http;
+use serenity::model::id::ChannelId;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Events in one message at most; more wait for the next message.
+const BATCH_MAX: usize = 20;
+
+/// Posts announcements to one channel until `stop` fires.
+pub struct Announcer {
+    http: Arc<Http>,
+    channel: ChannelId,
+    coalesce: Duration,
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl Announcer {
+    /// An announcer for `channel` posting at most `burst` messages per `period`.
+    pub fn new(
+        http: Arc<Http>,
+        channel: u64,
+        coalesce: Duration,
+        burst: u32,
+        period: Duration,
+    ) -> Self {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let per_message = (period / burst.get()).max(Duration::from_millis(1));
+        let quota = Quota::with_period(per_message)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Announcer {
+            http,
+            channel: ChannelId::new(channel.max(1)),
+            coalesce,
+            limiter: RateLimiter::direct(quota),
+        }
+    }
+
+    /// Reads committed events from `rx` (subscribed before anything could
+    /// be missed) and posts them in coalesced batches.
+    pub async fn run(self, mut rx: broadcast::Receiver<CommittedEvent>, stop: CancellationToken) {
+        let mut pending: Vec<CommittedEvent> = Vec::new();
+        let mut missed: u64 = 0;
+        loop {
+            // Wait for the first event of a batch.
+            if pending.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = rx.recv() => match r {
+                        Ok(ev) if render::announced(ev.kind) => pending.push(ev),
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(n)) => { missed += n; continue; }
+                        Err(RecvError::Closed) => return,
+                    },
+                }
+            }
+            // Collect the rest of the burst.
+            let deadline = Instant::now() + self.coalesce;
+            while pending.len() < BATCH_MAX {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    r = rx.recv() => match r {
+                        Ok(ev) if render::announced(ev.kind) => pending.push(ev),
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(n)) => missed += n,
+                        Err(RecvError::Closed) => break,
+                    },
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.limiter.until_ready() => {}
+            }
+            let embed = render::announcement_embed(&pending, missed);
+            let sent = self
+                .http
+                .send_message(self.channel, vec![], &CreateMessage::new().embed(embed))
+                .await;
+            match sent {
+                Ok(_) => {
+                    tracing::debug!(platform = "discord", events = pending.len(), "announced");
+                }
+                Err(e) => {
+                    tracing::warn!(platform = "discord", error = %e, events = pending.len(), "announcement failed");
+                }
+            }
+            pending.clear();
+            missed = 0;
+        }
+    }
+}

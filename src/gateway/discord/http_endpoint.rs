@@ -1,0 +1,103 @@
+//! `POST /discord/interactions`: Discord's outgoing-webhook transport.
+//! Every request is checked against the application's Ed25519 public key
+//! (`X-Signature-Ed25519` over `X-Signature-Timestamp` + body) before
+//! anything else looks at it; a bad or missing signature gets 401. A PING
+//! gets PONG; everything else goes through the same handler as the gateway
+//! and is answered in the HTTP response (deferred work follows by REST).
+
+use super::interactions::Outcome;
+use crate::gateway::http::json_error;
+use crate::gateway::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serenity::model::application::Interaction;
+
+/// Discord's PING interaction type.
+const PING: u64 = 1;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The handler of `POST /discord/interactions`.
+pub async fn interactions(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(discord) = app.discord.clone() else {
+        return off();
+    };
+    let Some(verifier) = discord.verifier.as_ref() else {
+        return off();
+    };
+    let (Some(signature), Some(timestamp)) = (
+        header(&headers, "x-signature-ed25519"),
+        header(&headers, "x-signature-timestamp"),
+    ) else {
+        return unsigned("missing signature headers");
+    };
+    if verifier.verify(signature, timestamp, &body).is_err() {
+        return unsigned("invalid request signature");
+    }
+    let raw: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("bad JSON: {e}"),
+            )
+        }
+    };
+    // PING is answered before any model parsing, so endpoint validation
+    // cannot fail on fields Discord adds later.
+    if raw.get("type").and_then(|t| t.as_u64()) == Some(PING) {
+        return Json(serde_json::json!({ "type": 1 })).into_response();
+    }
+    let interaction: Interaction = match serde_json::from_value(raw) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(platform = "discord", error = %e, "unparseable interaction");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("not an interaction: {e}"),
+            );
+        }
+    };
+    if let Some(app_id) = super::application_of(&interaction) {
+        if discord.http.application_id().is_none() {
+            discord.http.set_application_id(app_id);
+        }
+    }
+    match discord.handler.handle(interaction).await {
+        Outcome::Respond(r) => Json(r).into_response(),
+        Outcome::Deferred {
+            response,
+            follow_up,
+        } => {
+            discord.spawn_follow_up(discord.http.clone(), follow_up);
+            Json(response).into_response()
+        }
+        // Already told once in this window: no answer (Discord shows the
+        // user alone that the interaction failed).
+        Outcome::Silent => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+fn off() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Discord interactions are off: set SWARMBRIDGE_DISCORD_PUBLIC_KEY",
+    )
+}
+
+fn unsigned(why: &str) -> Response {
+    tracing::debug!(platform = "discord", why, "refused unsigned interaction");
+    json_error(StatusCode::UNAUTHORIZED, "unauthorized", why)
+}
