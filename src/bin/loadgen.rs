@@ -274,7 +274,12 @@ async fn connect_many(
             let _p = sem.acquire().await;
             match token {
                 Some(t) => hello(addr, &t).await,
-                None => connect(addr).await,
+                None => {
+                    // The bare server tells subscribers from the publisher by the first message.
+                    let mut ws = connect(addr).await?;
+                    ws.send(Message::Text("sub".into())).await?;
+                    Ok(ws)
+                }
             }
         }));
     }
@@ -353,8 +358,13 @@ async fn publish(
     while Instant::now() < end {
         match tokio::time::timeout(Duration::from_secs(5), rx.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => {
-                if t.contains("\"error\"") {
+                if t.contains("\"type\":\"error\"") {
                     anyhow::bail!("publisher got an error: {t}");
+                }
+                // Only acknowledgements open the window; the publisher
+                // (an agent too) also receives its own broadcasts.
+                if !(t.as_str() == "ok" || t.contains("\"type\":\"ok\"")) {
+                    continue;
                 }
                 acked += 1;
                 send_one(&mut tx, &frame).await?;

@@ -664,7 +664,10 @@ impl SqliteStore {
             Box::pin(async move {
                 check_guard(conn, &guard).await?;
                 let row = sqlx::query(&format!(
-                    "SELECT {TASK_COLS} FROM tasks t WHERE state = 'open' AND NOT EXISTS \
+                    // INDEXED BY: otherwise the planner picks tasks_state and
+                    // sorts every open task (O(open tasks) per claim).
+                    "SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_open_queue \
+                     WHERE state = 'open' AND NOT EXISTS \
                      (SELECT 1 FROM json_each(t.requires) r WHERE r.value NOT IN \
                       (SELECT value FROM json_each(?1))) \
                      ORDER BY priority DESC, id LIMIT 1"

@@ -12,7 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -106,9 +108,6 @@ impl Conn {
     /// Writes frames, giving up when the connection is ended, the server
     /// shuts down, or the peer does not take them within the idle period.
     async fn write(&mut self, frames: Vec<Message>) -> Result<(), Stop> {
-        let cancel = self.cancel.clone();
-        let shutdown = self.app.shutdown.clone();
-        let idle = self.idle;
         let sink = &mut self.sink;
         let work = async move {
             for f in frames {
@@ -116,11 +115,18 @@ impl Conn {
             }
             sink.flush().await
         };
+        let mut work = std::pin::pin!(work);
+        // Fast path: a peer that reads takes the frames at once, so no timer
+        // or cancellation waiter is armed for the common case.
+        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+        if let Poll::Ready(r) = first {
+            return r.map_err(|_| Stop::Gone);
+        }
         tokio::select! {
-            r = work => r.map_err(|_| Stop::Gone),
-            _ = cancel.cancelled() => Err(Stop::Gone),
-            _ = shutdown.cancelled() => Err(Stop::Gone),
-            _ = tokio::time::sleep(idle) => Err(stop(1008, "peer stopped reading")),
+            r = &mut work => r.map_err(|_| Stop::Gone),
+            _ = self.cancel.cancelled() => Err(Stop::Gone),
+            _ = self.app.shutdown.cancelled() => Err(Stop::Gone),
+            _ = tokio::time::sleep(self.idle) => Err(stop(1008, "peer stopped reading")),
         }
     }
 
@@ -334,6 +340,12 @@ impl Conn {
         };
         let idle = sleep_until(Instant::now() + self.idle);
         tokio::pin!(idle);
+        // Registered once: creating these futures inside the loop would
+        // register and drop a waiter on every wake-up.
+        let ended = self.cancel.clone().cancelled_owned();
+        tokio::pin!(ended);
+        let shutdown = self.app.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         let mut rx_closed = false;
         let Some(mut side_rx) = self.side_rx.take() else {
             return stop(1011, "internal error");
@@ -341,11 +353,11 @@ impl Conn {
         loop {
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => {
+                _ = &mut ended => {
                     let r = self.close.get().copied().unwrap_or(CloseReason { code: 1008, reason: "closed" });
                     return stop(r.code, r.reason);
                 }
-                _ = self.app.shutdown.cancelled() => return stop(1001, "server shutting down"),
+                _ = &mut shutdown => return stop(1001, "server shutting down"),
                 d = rx.recv(), if !rx_closed => {
                     let Some(first) = d else { rx_closed = true; continue };
                     if let Err(s) = self.write_events(first, &mut rx).await {
