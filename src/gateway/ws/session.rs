@@ -47,7 +47,6 @@ fn stop(code: u16, reason: impl Into<String>) -> Stop {
 /// Serves one upgraded WebSocket until it closes.
 pub async fn run(socket: WebSocket, app: AppState) {
     let (sink, stream) = socket.split();
-    let (side_tx, side_rx) = mpsc::channel(SIDE_QUEUE);
     let mut conn = Conn {
         sink,
         stream,
@@ -58,8 +57,8 @@ pub async fn run(socket: WebSocket, app: AppState) {
         cancel: CancellationToken::new(),
         close: Arc::new(OnceLock::new()),
         jobs: JoinSet::new(),
-        side_tx,
-        side_rx: Some(side_rx),
+        side_tx: None,
+        side_rx: None,
     };
     let session = uuid::Uuid::new_v4();
     let (agent, hello) = match conn.handshake().await {
@@ -99,8 +98,9 @@ struct Conn {
     close: Arc<OnceLock<CloseReason>>,
     /// Reasoning calls in flight; aborted when the connection ends.
     jobs: JoinSet<()>,
-    /// Frames produced off the loop (reasoning deltas and results).
-    side_tx: mpsc::Sender<String>,
+    /// Frames produced off the loop (reasoning deltas and results); made
+    /// on the first reasoning request, so idle connections do not carry it.
+    side_tx: Option<mpsc::Sender<String>>,
     side_rx: Option<mpsc::Receiver<String>>,
 }
 
@@ -347,10 +347,11 @@ impl Conn {
         let shutdown = self.app.shutdown.clone().cancelled_owned();
         tokio::pin!(shutdown);
         let mut rx_closed = false;
-        let Some(mut side_rx) = self.side_rx.take() else {
-            return stop(1011, "internal error");
-        };
+        let mut side_rx: Option<mpsc::Receiver<String>> = None;
         loop {
+            if side_rx.is_none() {
+                side_rx = self.side_rx.take();
+            }
             tokio::select! {
                 biased;
                 _ = &mut ended => {
@@ -364,7 +365,12 @@ impl Conn {
                         return s;
                     }
                 }
-                Some(frame) = side_rx.recv() => {
+                Some(frame) = async {
+                    match side_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     if let Err(s) = self.send_text(frame).await {
                         return s;
                     }
@@ -376,7 +382,9 @@ impl Conn {
                         Some(Ok(m)) => m,
                     };
                     let result = match msg {
-                        Message::Text(t) => self.on_text(t.as_str(), &caller).await,
+                        // Boxed: the request future (down to the database) is large and
+                        // would otherwise sit inline in every idle connection's task.
+                        Message::Text(t) => Box::pin(self.on_text(t.as_str(), &caller)).await,
                         Message::Binary(_) => {
                             let e = CoreError::bad_request("binary frames are not accepted; send JSON text");
                             self.on_bad(None, e).await
@@ -443,7 +451,15 @@ impl Conn {
         }
         let mode = self.app.core.check_reason(caller, &prompt, mode)?;
         let core = self.app.core.clone();
-        let out = self.side_tx.clone();
+        let out = match &self.side_tx {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel(SIDE_QUEUE);
+                self.side_tx = Some(tx.clone());
+                self.side_rx = Some(rx);
+                tx
+            }
+        };
         self.jobs.spawn(async move {
             let result = if stream {
                 let (dtx, mut drx) = mpsc::channel::<String>(64);
