@@ -46,6 +46,19 @@ pub struct FrontDoorStats {
     served: [AtomicU64; 5],
     refused: [AtomicU64; 5],
     streams: AtomicUsize,
+    /// Discord gateway link: 0 off, 1 configured but not connected, 2 up.
+    discord_link: std::sync::atomic::AtomicU8,
+    /// Whether the Twitch client runs in this process.
+    twitch_on: std::sync::atomic::AtomicBool,
+}
+
+/// `off`, `down` or `up` from a link state.
+fn link_word(state: u8) -> &'static str {
+    match state {
+        0 => "off",
+        1 => "down",
+        _ => "up",
+    }
 }
 
 /// One platform's line in [`FrontDoorStats::snapshot`].
@@ -60,6 +73,33 @@ pub struct PlatformCommands {
 }
 
 impl FrontDoorStats {
+    /// Records the Discord gateway link: configured (`down`) or connected (`up`).
+    pub fn set_discord_link(&self, up: bool) {
+        self.discord_link
+            .store(if up { 2 } else { 1 }, Ordering::Relaxed);
+    }
+
+    /// Records that the Twitch client runs (its link state is read live).
+    pub fn set_twitch_on(&self) {
+        self.twitch_on.store(true, Ordering::Relaxed);
+    }
+
+    /// `off`, `down` or `up` for Discord's gateway.
+    pub fn discord_link(&self) -> &'static str {
+        link_word(self.discord_link.load(Ordering::Relaxed))
+    }
+
+    /// `off`, `down` or `up` for Twitch chat.
+    pub fn twitch_link(&self) -> &'static str {
+        if !self.twitch_on.load(Ordering::Relaxed) {
+            "off"
+        } else if crate::gateway::twitch::transport::link_connected() {
+            "up"
+        } else {
+            "down"
+        }
+    }
+
     /// Counts one command outcome of `platform`.
     pub fn count(&self, platform: Platform, ok: bool) {
         let i = platform_index(platform);
@@ -311,8 +351,9 @@ pub fn render(core: &Core) -> String {
     let fd = &core.front_doors;
     gauge!("swarmbridge_connections", "platform" => "ws").set(core.bus.connections() as f64);
     gauge!("swarmbridge_connections", "platform" => "http").set(fd.streams() as f64);
-    gauge!("swarmbridge_connections", "platform" => "discord").set(0.0);
-    gauge!("swarmbridge_connections", "platform" => "twitch").set(0.0);
+    let up = |w: &str| if w == "up" { 1.0 } else { 0.0 };
+    gauge!("swarmbridge_connections", "platform" => "discord").set(up(fd.discord_link()));
+    gauge!("swarmbridge_connections", "platform" => "twitch").set(up(fd.twitch_link()));
     for p in fd.snapshot() {
         counter!("swarmbridge_platform_commands_total", "platform" => p.platform, "result" => "served")
             .absolute(p.served);

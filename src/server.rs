@@ -169,6 +169,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     }
 
     let twitch = if cfg.twitch.enabled() {
+        core.front_doors.set_twitch_on();
         Some(gateway::twitch::start(
             core.clone(),
             Arc::new(cfg.twitch.clone()),
@@ -200,6 +201,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     };
     if let Some(d) = &discord {
         if dcfg.gateway_on() {
+            core.front_doors.set_discord_link(false);
             tasks.spawn(crate::gateway::discord::run_gateway(
                 d.clone(),
                 dcfg.clone(),

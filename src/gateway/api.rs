@@ -127,7 +127,7 @@ impl ApiCaller {
     /// them without `type` and `re`.
     pub async fn run(self, app: &AppState, cmd: Command) -> Result<Response, ApiError> {
         self.check_rate(app, cmd.name())?;
-        let reply = app.core.execute(&self.0, cmd).await?;
+        let reply = crate::observe::execute(&app.core, &self.0, cmd).await?;
         let body = match reply {
             crate::core::command::Reply::Ok => json!({ "ok": true }),
             other => frames::reply_body(&other).1,

@@ -240,8 +240,8 @@ pub fn platforms(app: &AppState) -> PlatformsView {
     PlatformsView {
         ws_connections: core.bus.connections(),
         event_streams: core.front_doors.streams(),
-        discord: "off",
-        twitch: "off",
+        discord: core.front_doors.discord_link(),
+        twitch: core.front_doors.twitch_link(),
         reasoning,
         reasoning_model: core.reasoner.model().to_string(),
     }

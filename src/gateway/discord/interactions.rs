@@ -237,10 +237,12 @@ impl InteractionHandler {
             Err(e) => return error(&e),
         };
         match invocation {
-            Invocation::Core(cmd) => match self.core.execute(&caller, cmd).await {
-                Ok(reply) => message(render::reply_message(&reply)),
-                Err(e) => error(&e),
-            },
+            Invocation::Core(cmd) => {
+                match crate::observe::execute(&self.core, &caller, cmd).await {
+                    Ok(reply) => message(render::reply_message(&reply)),
+                    Err(e) => error(&e),
+                }
+            }
             Invocation::Vote { poll_id, option } => {
                 match self.core.chat_vote(&caller, poll_id, option).await {
                     Ok(p) => message(render::poll_message(&p)),
@@ -323,7 +325,7 @@ impl InteractionHandler {
         if let Some(o) = self.rate_refusal(&who, &caller, self.core.rate_class(cmd.name())) {
             return o;
         }
-        match self.core.execute(&caller, cmd).await {
+        match crate::observe::execute(&self.core, &caller, cmd).await {
             Ok(reply) => Outcome::Respond(CreateInteractionResponse::UpdateMessage(
                 render::reply_message(&reply),
             )),

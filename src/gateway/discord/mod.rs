@@ -214,6 +214,7 @@ struct GatewayEvents {
 #[serenity::async_trait]
 impl EventHandler for GatewayEvents {
     async fn ready(&self, _ctx: Context, ready: Ready) {
+        self.discord.core.front_doors.set_discord_link(true);
         tracing::info!(
             platform = "discord",
             user = %ready.user.name,
@@ -264,6 +265,7 @@ pub async fn run_gateway(discord: Arc<Discord>, cfg: DiscordConfig, stop: Cancel
                 return;
             }
             r = client.start() => {
+                discord.core.front_doors.set_discord_link(false);
                 match r {
                     Ok(()) => tracing::warn!(platform = "discord", "gateway client ended"),
                     Err(e) => tracing::error!(platform = "discord", error = %e, "gateway client failed"),

@@ -375,7 +375,7 @@ impl Door {
             .and_then(|a| spec.invocation(&a));
         let body = match invocation {
             Err(e) => render::error(&e),
-            Ok(Invocation::Core(cmd)) => match core.execute(&caller, cmd).await {
+            Ok(Invocation::Core(cmd)) => match crate::observe::execute(&core, &caller, cmd).await {
                 Ok(r) => render::reply(&r),
                 Err(e) => render::error(&e),
             },

@@ -242,6 +242,14 @@ pub fn install(link: Arc<Link>) -> Result<SlotGuard, SlotTaken> {
     Ok(SlotGuard(link))
 }
 
+/// True when this process's Twitch client is connected and welcomed.
+pub fn link_connected() -> bool {
+    SLOT.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|l| *l.connected.borrow())
+}
+
 /// True when no Twitch client holds the process's slot (tests wait for it
 /// between servers).
 pub fn slot_is_free() -> bool {
