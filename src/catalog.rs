@@ -96,6 +96,10 @@ pub struct CommandSpec {
     /// The Twitch chat alias without the prefix (`status` for `!status`).
     #[serde(default)]
     pub twitch: Option<String>,
+    /// Changes nothing: identical asks at the same time may share one
+    /// answer (chat coalesces them).
+    #[serde(default)]
+    pub read_only: bool,
     /// Its options, required ones first.
     #[serde(default)]
     pub options: Vec<OptionSpec>,

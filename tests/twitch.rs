@@ -399,3 +399,60 @@ async fn without_a_token_the_bot_joins_anonymously_and_only_reads() {
     assert!(fake.said().is_empty(), "{sent:#?}");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn viewers_vote_with_a_number_and_the_result_is_announced_in_chat() {
+    let _one = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let mut srv = twitch_server(&fake, |c| {
+        c.twitch.announce.batch_ms = 100;
+        c.twitch.cooldown_ms = 0;
+    })
+    .await;
+    fake.wait_joined(CH).await;
+    let mut op = srv.operator("op").await;
+    let poll = op
+        .ok(
+            json!({"type":"poll.open","question":"Ship it?","options":["yes","no"],
+                   "duration_s":600,"voters":"twitch"}),
+            "poll",
+        )
+        .await;
+    let id = poll["poll"]["id"].as_i64().unwrap();
+    fake.wait_for("the poll to be announced", |f| {
+        f.said()
+            .iter()
+            .any(|s| s.text.contains("poll #1 open: Ship it?"))
+    })
+    .await;
+    fake.say(CH, "alice", "", "!vote 1");
+    fake.say(CH, "bob", "", "!vote 1");
+    fake.say(CH, "carol", "", "!vote 2");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let p = op.ok(json!({"type":"poll.get","poll_id":id}), "poll").await;
+        if p["poll"]["total_votes"] == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "votes not counted: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.wait_for("a vote confirmation", |f| {
+        f.said().iter().any(|s| s.text.contains("vote counted"))
+    })
+    .await;
+    let closed = op
+        .ok(json!({"type":"poll.close","poll_id":id}), "poll")
+        .await;
+    assert_eq!(closed["poll"]["tally"], json!([2, 1]), "{closed}");
+    fake.wait_for("the result in chat", |f| {
+        f.said()
+            .iter()
+            .any(|s| s.text.contains("poll #1 closed") && s.text.contains("yes wins"))
+    })
+    .await;
+    srv.stop().await;
+}

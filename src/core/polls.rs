@@ -190,6 +190,61 @@ fn poll_event(kind: EventKind, poll: &Poll) -> NewEvent {
     }
 }
 
+/// One plain line announcing a `poll.opened` or `poll.closed` event from
+/// its `data` (`{"poll": {...}}`), for the chat platforms: the options with
+/// their tallies and, once closed, the winner or the tie.
+pub fn announcement(kind: EventKind, data: &serde_json::Value) -> Option<String> {
+    let p = &data["poll"];
+    let id = p["id"].as_i64()?;
+    let question = p["question"].as_str().unwrap_or("?");
+    let options: Vec<&str> = p["options"]
+        .as_array()?
+        .iter()
+        .map(|o| o.as_str().unwrap_or("?"))
+        .collect();
+    let tally: Vec<i64> = p["tally"]
+        .as_array()
+        .map(|t| t.iter().map(|n| n.as_i64().unwrap_or(0)).collect())
+        .unwrap_or_default();
+    let listed: Vec<String> = options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| match kind {
+            EventKind::PollClosed => {
+                format!("{}) {o}: {}", i + 1, tally.get(i).copied().unwrap_or(0))
+            }
+            _ => format!("{}) {o}", i + 1),
+        })
+        .collect();
+    match kind {
+        EventKind::PollOpened => Some(format!(
+            "poll #{id} open: {question} {}",
+            listed.join(" · ")
+        )),
+        EventKind::PollClosed => {
+            let best = tally.iter().copied().max().unwrap_or(0);
+            let leaders: Vec<&str> = options
+                .iter()
+                .zip(tally.iter())
+                .filter(|(_, n)| **n == best)
+                .map(|(o, _)| *o)
+                .collect();
+            let verdict = if best == 0 {
+                "no votes".to_string()
+            } else if leaders.len() == 1 {
+                format!("{} wins", leaders[0])
+            } else {
+                format!("tie between {}", leaders.join(" and "))
+            };
+            Some(format!(
+                "poll #{id} closed: {question} {verdict} ({})",
+                listed.join(" · ")
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn check_len(field: &str, text: &str, max: usize) -> Result<(), CoreError> {
     if text.is_empty() {
         return Err(CoreError::bad_request(format!(
@@ -365,6 +420,25 @@ impl Core {
                 vec![poll_event(EventKind::PollClosed, poll)]
             })
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod announcement_tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_poll_names_its_winner_or_the_tie() {
+        let data = |tally: [i64; 3]| json!({"poll": {"id": 3, "question": "Ship?", "options": ["yes", "no", "later"], "tally": tally}});
+        let line = announcement(EventKind::PollClosed, &data([4, 1, 0])).unwrap();
+        assert!(
+            line.contains("yes wins") && line.contains("1) yes: 4"),
+            "{line}"
+        );
+        let tie = announcement(EventKind::PollClosed, &data([2, 2, 0])).unwrap();
+        assert!(tie.contains("tie between yes and no"), "{tie}");
+        let open = announcement(EventKind::PollOpened, &data([0, 0, 0])).unwrap();
+        assert!(open.starts_with("poll #3 open: Ship?"), "{open}");
     }
 }
 

@@ -301,9 +301,8 @@ async fn insert_events(
 ) -> Result<Vec<CommittedEvent>, StoreError> {
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
-        if ev.audience.is_empty() {
-            continue;
-        }
+        // An event no agent gets (a poll for Discord or Twitch voters only)
+        // is still recorded and published: the platform announcers see it.
         let data = ev.data.to_string();
         let requires = ev.audience.requires.as_deref().map(json_list);
         let seq: i64 = sqlx::query_scalar(

@@ -310,6 +310,8 @@ pub fn announced(kind: EventKind) -> bool {
             | EventKind::TaskFailed
             | EventKind::TaskExpired
             | EventKind::Broadcast
+            | EventKind::PollOpened
+            | EventKind::PollClosed
     )
 }
 
@@ -326,6 +328,15 @@ fn event_line(ev: &CommittedEvent) -> Option<String> {
             s(&data["from"]),
             clip(&s(&data["text"]), 500)
         ));
+    }
+    if matches!(ev.kind, EventKind::PollOpened | EventKind::PollClosed) {
+        let line = crate::core::polls::announcement(ev.kind, &data)?;
+        let hint = if ev.kind == EventKind::PollOpened {
+            " · vote with `/poll vote`"
+        } else {
+            ""
+        };
+        return Some(format!("🗳 {}{hint}", clip(&line, 900)));
     }
     let t = &data["task"];
     let id = t["id"].as_i64()?;

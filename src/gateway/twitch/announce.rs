@@ -46,7 +46,16 @@ pub fn summarize(events: &[(EventKind, Value)], missed: u64, max: usize) -> Opti
     let mut parts: Vec<String> = Vec::new();
     let mut groups: Vec<(EventKind, Vec<String>)> = Vec::new();
     for (kind, data) in events {
-        if *kind == EventKind::Broadcast {
+        if matches!(kind, EventKind::PollOpened | EventKind::PollClosed) {
+            if let Some(line) = crate::core::polls::announcement(*kind, data) {
+                let hint = if *kind == EventKind::PollOpened {
+                    " · vote with !vote N"
+                } else {
+                    ""
+                };
+                parts.push(format!("🗳 {}{hint}", render::clean(&line)));
+            }
+        } else if *kind == EventKind::Broadcast {
             let from = render::who(data["from"].as_str().unwrap_or("?"));
             let text = render::clean(data["text"].as_str().unwrap_or(""));
             parts.push(format!("📢 {from}: {}", render::fit(&text, max / 2)));

@@ -483,10 +483,7 @@ impl Door {
 /// The coalescing key of a read-only query (a viewer command of the
 /// `requests` class): equal questions from the same role get one answer.
 fn query_key(spec: &CommandSpec, args: &str, role: Role) -> Option<String> {
-    if spec.role != Role::Viewer
-        || spec.rate_class != crate::limits::REQUESTS
-        || args.chars().count() > MAX_KEY_ARGS
-    {
+    if !spec.read_only || spec.role != Role::Viewer || args.chars().count() > MAX_KEY_ARGS {
         return None;
     }
     let args = args
