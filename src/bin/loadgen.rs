@@ -12,6 +12,8 @@
 //! target/release/loadgen idle --conns 10000
 //! target/release/loadgen claims --agents 20 --tasks 20000
 //! target/release/loadgen status --requests 20000
+//! node benches/node-ws-broadcast.js 127.0.0.1 9400 &   # after `npm install ws`
+//! target/release/loadgen fanout --conns 1000 --target external --addr 127.0.0.1:9400
 //! ```
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -51,6 +53,9 @@ enum Target {
     Swarmbridge,
     Bare,
     Both,
+    /// A server already running at `--addr` that speaks the bare protocol
+    /// (e.g. benches/node-ws-broadcast.js).
+    External,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +74,9 @@ enum Cmd {
         /// Bytes of text in each broadcast.
         #[arg(long, default_value_t = 64)]
         payload: usize,
+        /// With `--target external`: the server's host:port.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
     },
     /// Memory of the server per idle connected agent.
     Idle {
@@ -468,14 +476,23 @@ async fn fanout_bare(
     seconds: u64,
     window: usize,
     payload: usize,
+    external: Option<SocketAddr>,
 ) -> anyhow::Result<FanoutResult> {
-    let srv = spawn_bare().await?;
-    let subs = connect_many(srv.addr, None, conns).await?;
-    let mut publisher = connect(srv.addr).await?;
+    let srv = match external {
+        Some(_) => None,
+        None => Some(spawn_bare().await?),
+    };
+    let addr = match (external, &srv) {
+        (Some(a), _) => a,
+        (None, Some(s)) => s.addr,
+        (None, None) => anyhow::bail!("no server to measure"),
+    };
+    let subs = connect_many(addr, None, conns).await?;
+    let mut publisher = connect(addr).await?;
     publisher.send(Message::Text("pub".into())).await?;
     let pad = "x".repeat(payload.saturating_sub(20));
     // The same event frame shape swarmbridge sends, so bytes per event match.
-    fanout_run(srv.addr, subs, publisher, window, seconds, move |ts| {
+    fanout_run(addr, subs, publisher, window, seconds, move |ts| {
         json!({"type":"event","seq":1,"kind":"broadcast","at":"2026-11-25T00:00:00.000Z",
                "data":{"from":"pub-0","text":format!("@@{ts}@@{pad}"),"topic":null}})
         .to_string()
@@ -664,9 +681,18 @@ fn main() -> anyhow::Result<()> {
                 target,
                 window,
                 payload,
+                addr,
             } => {
+                if matches!(target, Target::External) {
+                    let addr = addr.ok_or_else(|| anyhow::anyhow!("--target external needs --addr"))?;
+                    let r = fanout_bare(*conns, *seconds, *window, *payload, Some(addr)).await?;
+                    println!(
+                        "fanout external {addr}: {conns} conns: {:.0} events/s delivered, p50 {:.1} ms, p99 {:.1} ms ({} published)",
+                        r.rate, r.p50_ms, r.p99_ms, r.published
+                    );
+                }
                 if matches!(target, Target::Bare | Target::Both) {
-                    let r = fanout_bare(*conns, *seconds, *window, *payload).await?;
+                    let r = fanout_bare(*conns, *seconds, *window, *payload, None).await?;
                     println!(
                         "fanout bare tokio-tungstenite: {conns} conns: {:.0} events/s delivered, p50 {:.1} ms, p99 {:.1} ms ({} published)",
                         r.rate, r.p50_ms, r.p99_ms, r.published
