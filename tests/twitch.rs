@@ -456,3 +456,48 @@ async fn viewers_vote_with_a_number_and_the_result_is_announced_in_chat() {
     .await;
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn ask_answers_in_one_line_of_at_most_450_characters_cut_at_a_word() {
+    let _one = exclusive().await;
+    let answer = "swarms coordinate through leases ".repeat(30);
+    let backend =
+        common::fake_openai::FakeOpenAi::spawn(common::fake_openai::Reply::text(&answer)).await;
+    let fake = FakeTwitch::spawn(false).await;
+    let base = backend.base_url();
+    let mut srv = twitch_server(&fake, move |c| {
+        c.reasoning.base_url = Some(base);
+        c.twitch.cooldown_ms = 0;
+    })
+    .await;
+    fake.wait_joined(CH).await;
+    let id = fake.say(CH, "curious", "", "!ask how do swarms coordinate?");
+    fake.wait_for("the answer", |f| {
+        f.said()
+            .iter()
+            .any(|s| s.text.contains("swarms coordinate"))
+    })
+    .await;
+    let said = fake.said();
+    let line = said
+        .iter()
+        .find(|s| s.text.contains("swarms coordinate"))
+        .unwrap();
+    assert_eq!(line.reply_to.as_deref(), Some(id.as_str()), "{line:?}");
+    let text = line.text.trim_end_matches('…');
+    assert!(
+        line.text.chars().count() <= 500,
+        "{}",
+        line.text.chars().count()
+    );
+    assert!(
+        text.ends_with("swarms")
+            || text.ends_with("coordinate")
+            || text.ends_with("through")
+            || text.ends_with("leases"),
+        "{}",
+        line.text
+    );
+    assert_eq!(backend.calls(), 1);
+    srv.stop().await;
+}

@@ -434,7 +434,7 @@ impl Door {
             .strip_prefix("twitch:")
             .unwrap_or(&caller.identity)
             .to_string();
-        let max = self.cfg.outbound.max_chars;
+        let max = self.cfg.outbound.max_chars.min(render::ASK_MAX_CHARS);
         tasks.spawn(async move {
             let _permit = permit;
             let answer = tokio::select! {
@@ -442,7 +442,7 @@ impl Door {
                 a = core.reason(&prompt, mode, None) => a,
             };
             let body = match answer {
-                Ok(a) => render::fit(&render::clean(&a.text), max),
+                Ok(a) => render::fit_words(&render::clean(&a.text), max),
                 Err(e) => render::error(&e),
             };
             outbound.push_reply(&channel, None, &msg_id, &viewer, body);

@@ -57,6 +57,25 @@ pub fn fit(text: &str, max: usize) -> String {
     out
 }
 
+/// Longest `!ask` answer: one chat line with room for the addressee.
+pub const ASK_MAX_CHARS: usize = 450;
+
+/// Like [`fit`], but cuts at the last word boundary before `max` (when one
+/// is not too far back), so an answer never ends in half a word.
+pub fn fit_words(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max.saturating_sub(1)).collect();
+    let cut = match head.rfind(char::is_whitespace) {
+        Some(i) if head[..i].chars().count() >= max / 2 => &head[..i],
+        _ => head.as_str(),
+    };
+    let mut out = cut.trim_end().to_string();
+    out.push('…');
+    out
+}
+
 /// The final form of any line the bot sends: cleaned, not starting with a
 /// command character, at most `max` characters.
 pub fn chat_line(text: &str, max: usize) -> String {
@@ -211,6 +230,24 @@ pub fn error(e: &CoreError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ask_answers_are_cut_at_a_word_boundary_within_450_characters() {
+        let long = "lorem ipsum dolor ".repeat(40);
+        let out = fit_words(long.trim(), ASK_MAX_CHARS);
+        assert!(
+            out.chars().count() <= ASK_MAX_CHARS,
+            "{}",
+            out.chars().count()
+        );
+        let body = out.trim_end_matches('…');
+        assert!(long.starts_with(body), "{out}");
+        assert!(
+            body.ends_with("lorem") || body.ends_with("ipsum") || body.ends_with("dolor"),
+            "{out}"
+        );
+        assert_eq!(fit_words("short", ASK_MAX_CHARS), "short");
+    }
 
     #[test]
     fn lines_never_start_with_a_command_character_or_hold_control_characters() {
