@@ -238,8 +238,11 @@ impl InteractionHandler {
         };
         match invocation {
             Invocation::Core(cmd) => {
+                // Search results can quote direct messages the caller may
+                // read: only the caller sees them.
+                let private = matches!(cmd, Command::Search(_));
                 match crate::observe::execute(&self.core, &caller, cmd).await {
-                    Ok(reply) => message(render::reply_message(&reply)),
+                    Ok(reply) => message(render::reply_message(&reply).ephemeral(private)),
                     Err(e) => error(&e),
                 }
             }
