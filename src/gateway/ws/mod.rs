@@ -18,7 +18,7 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
     let sessions = app.sessions.clone();
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(2048)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| sessions.track_future(session::run(socket, app)))
 }
