@@ -235,7 +235,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             crate::server::serve(cfg).await?;
         }
         Cmd::Migrate => {
-            let n = crate::store::Store::migrate_only(&cfg.database.url).await?;
+            let n = crate::store::migrate_only(&cfg.database.url).await?;
             out!(
                 "applied {n} migration(s) to {}",
                 crate::server::redact_url(&cfg.database.url)
@@ -257,7 +257,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         }
         Cmd::Agent(AgentCmd::List) => {
             let core = open(&cfg).await?;
-            let agents = core.store.list_agents().await?;
+            let agents = core.list_agents().await?;
             out!(
                 "{:<24} {:<9} {:<8} {:<25} CAPABILITIES",
                 "NAME",

@@ -86,6 +86,21 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Size of the read pool.
     pub read_connections: u32,
+    /// Group commit: most write requests in one transaction.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// Group commit: how long (µs) the writer keeps a batch open for more
+    /// requests once it has one; 0 takes only what is already queued.
+    #[serde(default = "default_batch_wait_us")]
+    pub batch_wait_us: u64,
+}
+
+fn default_batch_max() -> usize {
+    256
+}
+
+fn default_batch_wait_us() -> u64 {
+    100
 }
 
 /// `[tasks]`

@@ -394,7 +394,7 @@ pub fn render(core: &Core) -> String {
         gauge!("swarmbridge_reasoning_last_latency_seconds").set(ms as f64 / 1000.0);
     }
 
-    let counts = core.store.task_counts();
+    let counts = core.task_counts();
     for st in TaskState::ALL {
         gauge!("swarmbridge_tasks", "state" => st.as_str()).set(counts.get(st) as f64);
     }

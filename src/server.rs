@@ -10,7 +10,7 @@ use crate::gateway::discord::Discord;
 use crate::gateway::{self, AppState};
 use crate::limits::RateLimits;
 use crate::reason::{ReasonCache, Reasoner};
-use crate::store::{Store, StoreError};
+use crate::store::{BatchPolicy, StoreError};
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,13 +50,17 @@ pub enum ServerError {
 /// Opens the configured store with `bus` as its event sink and builds the
 /// core, with the reasoning engine caching in that store.
 pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerError> {
-    let store = Store::open(
+    let batch = BatchPolicy {
+        max: cfg.database.batch_max.max(1),
+        wait: Duration::from_micros(cfg.database.batch_wait_us),
+    };
+    let store = crate::store::open(
         &cfg.database.url,
         cfg.database.read_connections,
+        batch,
         bus.clone(),
     )
     .await?;
-    let store = Arc::new(store);
     let mut reasoning = cfg.reasoning.clone();
     reasoning.max_prompt_chars = cfg.limits.max_prompt_chars;
     let reasoner = Reasoner::new(reasoning, store.clone() as Arc<dyn ReasonCache>)

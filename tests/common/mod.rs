@@ -44,7 +44,71 @@ pub fn test_config(db: &std::path::Path) -> Config {
     cfg
 }
 
+/// A storage backend an integration test can run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in the test's directory.
+    Sqlite,
+    /// PostgreSQL at `SWARMBRIDGE_TEST_PG`; skipped until its adapter exists.
+    Postgres,
+}
+
+impl Backend {
+    /// Every backend the server knows, available here or not.
+    pub const ALL: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+    /// The database URL for this backend, or why it cannot run here.
+    pub fn database_url(self, dir: &std::path::Path) -> Result<String, String> {
+        match self {
+            Backend::Sqlite => Ok(dir.join("test.db").display().to_string()),
+            Backend::Postgres => Err(match std::env::var("SWARMBRIDGE_TEST_PG") {
+                Ok(_) => "the PostgreSQL adapter does not exist yet".into(),
+                Err(_) => "SWARMBRIDGE_TEST_PG is not set".into(),
+            }),
+        }
+    }
+}
+
+/// The backends a test can run against here; says which are skipped and why.
+pub fn backends() -> Vec<Backend> {
+    let probe = std::env::temp_dir();
+    Backend::ALL
+        .into_iter()
+        .filter(|b| match b.database_url(&probe) {
+            Ok(_) => true,
+            Err(why) => {
+                eprintln!("skipped on {b:?}: {why}");
+                false
+            }
+        })
+        .collect()
+}
+
+/// Runs `test` once against a fresh server (its config adjusted by
+/// `tweak`) on every available backend.
+pub async fn on_every_backend<T, F, Fut>(tweak: T, test: F)
+where
+    T: Fn(&mut Config),
+    F: Fn(TestServer) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for backend in backends() {
+        eprintln!("running on {backend:?}");
+        test(TestServer::spawn_on(backend, &tweak).await).await;
+    }
+}
+
 impl TestServer {
+    /// Starts a server on `backend` after `tweak` adjusts the test configuration
+    /// (see [`backends`] for the ones available).
+    pub async fn spawn_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = backend
+            .database_url(dir.path())
+            .unwrap_or_else(|why| panic!("{backend:?} is not available: {why}"));
+        Self::spawn_in(dir, url, tweak).await
+    }
+
     /// Starts a server with the default test configuration.
     pub async fn spawn() -> TestServer {
         Self::spawn_with(|_| {}).await
@@ -53,8 +117,14 @@ impl TestServer {
     /// Starts a server after `tweak` adjusts the configuration.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("test.db");
+        let url = dir.path().join("test.db").display().to_string();
+        Self::spawn_in(dir, url, tweak).await
+    }
+
+    async fn spawn_in(dir: TempDir, url: String, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let db = PathBuf::from(&url);
         let mut cfg = test_config(&db);
+        cfg.database.url = url;
         tweak(&mut cfg);
         let running = server::start(cfg.clone()).await.expect("server starts");
         TestServer {
