@@ -82,10 +82,15 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// A SQLite path or `sqlite:` URL (`SWARMBRIDGE_DATABASE_URL`).
+    /// A SQLite path, `sqlite:` URL or `postgres://` URL
+    /// (`SWARMBRIDGE_DATABASE_URL`).
     pub url: String,
     /// Size of the read pool.
     pub read_connections: u32,
+    /// PostgreSQL: most connections this instance opens (reads, the
+    /// writer's batches; the event listener and leader locks use their own).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
     /// Group commit: most write requests in one transaction.
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
@@ -93,6 +98,10 @@ pub struct DatabaseConfig {
     /// requests once it has one; 0 takes only what is already queued.
     #[serde(default = "default_batch_wait_us")]
     pub batch_wait_us: u64,
+}
+
+fn default_pool_size() -> u32 {
+    16
 }
 
 fn default_batch_max() -> usize {

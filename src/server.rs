@@ -57,6 +57,7 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     let store = crate::store::open(
         &cfg.database.url,
         cfg.database.read_connections,
+        cfg.database.pool_size,
         batch,
         bus.clone(),
     )

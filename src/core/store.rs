@@ -67,7 +67,14 @@ pub enum StoreError {
     /// The writer is not running (the server is shutting down).
     #[error("the database writer has stopped")]
     WriterStopped,
+    /// The database cannot be reached right now (connection lost, server
+    /// restarting); nothing was written and the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
+
+/// How long a caller is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_MS: u64 = 1000;
 
 impl From<CoreError> for StoreError {
     fn from(e: CoreError) -> Self {
@@ -79,6 +86,13 @@ impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Rejected(e) => e,
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                CoreError::StoreUnavailable {
+                    message: "the database is unreachable; retry shortly".into(),
+                    retry_after_ms: UNAVAILABLE_RETRY_MS,
+                }
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 CoreError::Internal("storage failure; see the server log".into())

@@ -2,6 +2,7 @@
 //! port. This is the one place that chooses a backend (from the database
 //! URL) and the only module that names sqlx.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::core::events::EventSink;
@@ -50,15 +51,13 @@ impl Backend {
     }
 }
 
-fn postgres_not_supported() -> StoreError {
-    StoreError::Url("PostgreSQL is not supported yet; use a SQLite path or sqlite: URL".into())
-}
-
 /// Opens (creating and migrating when needed) the database `url` names,
-/// publishing committed events to `sink`.
+/// publishing committed events to `sink`. `read_connections` sizes
+/// SQLite's read pool, `pool_size` PostgreSQL's pool.
 pub async fn open(
     url: &str,
     read_connections: u32,
+    pool_size: u32,
     batch: BatchPolicy,
     sink: Arc<dyn EventSink>,
 ) -> Result<Arc<dyn Store>, StoreError> {
@@ -66,7 +65,9 @@ pub async fn open(
         Backend::Sqlite => Ok(Arc::new(
             sqlite::SqliteStore::open(url, read_connections, batch, sink).await?,
         )),
-        Backend::Postgres => Err(postgres_not_supported()),
+        Backend::Postgres => Ok(Arc::new(
+            postgres::PgStore::open(url, pool_size, batch, sink).await?,
+        )),
     }
 }
 
@@ -83,6 +84,6 @@ pub async fn open_in_memory(sink: Arc<dyn EventSink>) -> Result<Arc<dyn Store>, 
 pub async fn migrate_only(url: &str) -> Result<usize, StoreError> {
     match Backend::of_url(url) {
         Backend::Sqlite => sqlite::SqliteStore::migrate_only(url).await,
-        Backend::Postgres => Err(postgres_not_supported()),
+        Backend::Postgres => postgres::PgStore::migrate_only(url).await,
     }
 }
