@@ -175,12 +175,23 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
 
     let twitch = if cfg.twitch.enabled() {
         core.front_doors.set_twitch_on();
-        Some(gateway::twitch::start(
-            core.clone(),
-            Arc::new(cfg.twitch.clone()),
-            rate_limits.clone(),
-            shutdown.clone(),
-        )?)
+        if crate::store::is_shared(&cfg.database.url) {
+            // several instances: only the owner logs in (see `owned_twitch`)
+            tasks.spawn(owned_twitch(
+                core.clone(),
+                cfg.clone(),
+                rate_limits.clone(),
+                shutdown.clone(),
+            ));
+            None
+        } else {
+            Some(gateway::twitch::start(
+                core.clone(),
+                Arc::new(cfg.twitch.clone()),
+                rate_limits.clone(),
+                shutdown.clone(),
+            )?)
+        }
     } else {
         None
     };
@@ -205,7 +216,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         None
     };
     if let Some(d) = &discord {
-        if dcfg.gateway_on() {
+        if dcfg.gateway_on() && crate::store::is_shared(&cfg.database.url) {
+            // several instances: only the owner holds the gateway (see `owned_discord_gateway`)
+            core.front_doors.set_discord_link(false);
+            tasks.spawn(owned_discord_gateway(
+                d.clone(),
+                core.clone(),
+                cfg.clone(),
+                shutdown.clone(),
+            ));
+        } else if dcfg.gateway_on() {
             core.front_doors.set_discord_link(false);
             tasks.spawn(crate::gateway::discord::run_gateway(
                 d.clone(),
@@ -277,6 +297,67 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         tasks,
         grace: Duration::from_secs(cfg.server.shutdown_grace_s),
     })
+}
+
+// ---- platform ownership across instances (issue 11) -------------------
+// On a shared (PostgreSQL) database only one instance at a time holds the
+// Twitch login and the Discord gateway (with its announcer); another takes
+// over when it dies. Slash commands over HTTP interactions, the API and
+// WebSocket agents run on every instance.
+
+/// Runs the Twitch front door whenever this instance owns the Twitch login.
+async fn owned_twitch(
+    core: Arc<Core>,
+    cfg: Arc<Config>,
+    limits: Arc<RateLimits>,
+    shutdown: CancellationToken,
+) {
+    let twitch_cfg = Arc::new(cfg.twitch.clone());
+    crate::store::while_platform_owner(cfg.database.url.clone(), "twitch", shutdown, |term| {
+        let started =
+            gateway::twitch::start(core.clone(), twitch_cfg.clone(), limits.clone(), term);
+        async move {
+            match started {
+                Ok(run) => run.await,
+                Err(e) => tracing::error!(platform = "twitch", error = %e, "cannot start Twitch"),
+            }
+        }
+    })
+    .await
+}
+
+/// Runs the Discord gateway and announcer whenever this instance owns the
+/// Discord gateway.
+async fn owned_discord_gateway(
+    discord: Arc<Discord>,
+    core: Arc<Core>,
+    cfg: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let dcfg = cfg.discord.clone();
+    crate::store::while_platform_owner(cfg.database.url.clone(), "discord", shutdown, |term| {
+        let gateway =
+            crate::gateway::discord::run_gateway(discord.clone(), dcfg.clone(), term.clone());
+        let announcer = dcfg.announce_channel.filter(|c| *c != 0).map(|channel| {
+            Announcer::new(
+                discord.http.clone(),
+                channel,
+                Duration::from_millis(dcfg.announce_coalesce_ms),
+                dcfg.announce_burst,
+                Duration::from_secs(dcfg.announce_period_s),
+            )
+            .run(core.bus.observe(), term)
+        });
+        async move {
+            match announcer {
+                Some(announcer) => {
+                    tokio::join!(gateway, announcer);
+                }
+                None => gateway.await,
+            }
+        }
+    })
+    .await
 }
 
 /// What of Discord runs, for the start-up line and `config check`.

@@ -79,6 +79,35 @@ pub async fn open_in_memory(sink: Arc<dyn EventSink>) -> Result<Arc<dyn Store>, 
     ))
 }
 
+/// True when `url` names a database several instances may share
+/// (PostgreSQL); platform connections then need an owner
+/// ([`while_platform_owner`]).
+pub fn is_shared(url: &str) -> bool {
+    Backend::of_url(url) == Backend::Postgres
+}
+
+/// Runs `term` while this instance owns `platform`'s connection (the
+/// Discord gateway, the Twitch login), until `stop`. On PostgreSQL one
+/// instance at a time owns it (an advisory lock on a dedicated
+/// connection, see [`postgres::leader`]) and another takes over within a
+/// few seconds of the owner dying; on SQLite (one server per file) this
+/// instance always owns it. `term` gets a token cancelled when ownership
+/// ends and must stop using the connection then.
+pub async fn while_platform_owner<F, Fut>(
+    url: String,
+    platform: &'static str,
+    stop: tokio_util::sync::CancellationToken,
+    term: F,
+) where
+    F: Fn(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    match Backend::of_url(&url) {
+        Backend::Sqlite => term(stop).await,
+        Backend::Postgres => postgres::leader::while_owner(url, platform, stop, term).await,
+    }
+}
+
 /// Applies the migrations only (what `swarmbridge migrate` does); returns
 /// how many were applied now.
 pub async fn migrate_only(url: &str) -> Result<usize, StoreError> {

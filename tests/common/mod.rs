@@ -154,7 +154,9 @@ impl Backend {
     pub fn database_url(self, dir: &std::path::Path) -> Result<String, String> {
         match self {
             Backend::Sqlite => Ok(dir.join("test.db").display().to_string()),
-            Backend::Postgres => test_pg_url().ok_or_else(|| "SWARMBRIDGE_TEST_PG is not set".into()),
+            Backend::Postgres => {
+                test_pg_url().ok_or_else(|| "SWARMBRIDGE_TEST_PG is not set".into())
+            }
         }
     }
 

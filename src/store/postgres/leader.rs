@@ -21,8 +21,12 @@ pub const RETRY: Duration = Duration::from_secs(2);
 /// until `stop`. The token `term` gets is cancelled when ownership is lost
 /// (the dedicated connection failed) or at `stop`; `term` must then stop
 /// using the platform connection.
-pub async fn while_owner<F, Fut>(url: String, platform: &'static str, stop: CancellationToken, term: F)
-where
+pub async fn while_owner<F, Fut>(
+    url: String,
+    platform: &'static str,
+    stop: CancellationToken,
+    term: F,
+) where
     F: Fn(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -76,8 +80,11 @@ where
             .execute(&mut conn)
             .await;
         let _ = conn.close().await;
-        if stop.is_cancelled() {
-            return;
+        // a term that ended by itself (the platform refused to start) is
+        // retried after a pause, by whichever instance gets the lock
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(if lost { Duration::ZERO } else { RETRY }) => {}
         }
     }
 }

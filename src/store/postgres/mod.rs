@@ -59,10 +59,13 @@ pub(super) fn classify(e: StoreError) -> StoreError {
         | Some(sqlx::Error::PoolClosed)
         | Some(sqlx::Error::WorkerCrashed)
         | Some(sqlx::Error::Tls(_)) => true,
-        // admin_shutdown, crash_shutdown, cannot_connect_now, connection_failure...
-        Some(sqlx::Error::Database(d)) => d
-            .code()
-            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        // 08: connection exceptions; 57P: admin/crash shutdown, cannot
+        // connect now; 53: out of connections or memory; 55000: the database
+        // does not accept connections now
+        Some(sqlx::Error::Database(d)) => d.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") || c == "55000"
+        }),
+        Some(sqlx::Error::Protocol(_)) => true,
         _ => false,
     };
     if unreachable {

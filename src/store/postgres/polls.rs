@@ -154,7 +154,11 @@ impl PgStore {
 
     /// Locks poll `id`, lets `change` edit its state (or refuse), and saves
     /// it with the events `change` returns.
-    pub(super) async fn update_poll(&self, id: i64, change: PollChange) -> Result<Poll, StoreError> {
+    pub(super) async fn update_poll(
+        &self,
+        id: i64,
+        change: PollChange,
+    ) -> Result<Poll, StoreError> {
         self.writer
             .write(move |conn, now| {
                 Box::pin(async move {

@@ -192,27 +192,27 @@ impl Writer {
         catch_ups: &'a mut Vec<(i64, Option<oneshot::Sender<()>>)>,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-        let deadline = Instant::now() + self.batch.wait;
-        let mut quiet_rounds = 0;
-        while batch.len() < self.batch.max {
-            let before = batch.len();
+            let deadline = Instant::now() + self.batch.wait;
+            let mut quiet_rounds = 0;
             while batch.len() < self.batch.max {
-                match rx.try_recv() {
-                    Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
-                    Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
-                    Err(_) => break,
+                let before = batch.len();
+                while batch.len() < self.batch.max {
+                    match rx.try_recv() {
+                        Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
+                        Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
+                        Err(_) => break,
+                    }
                 }
+                quiet_rounds = if batch.len() == before {
+                    quiet_rounds + 1
+                } else {
+                    0
+                };
+                if batch.is_empty() || quiet_rounds > 2 || Instant::now() >= deadline {
+                    return;
+                }
+                tokio::task::yield_now().await;
             }
-            quiet_rounds = if batch.len() == before {
-                quiet_rounds + 1
-            } else {
-                0
-            };
-            if batch.is_empty() || quiet_rounds > 2 || Instant::now() >= deadline {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
         })
     }
 
@@ -220,105 +220,105 @@ impl Writer {
     /// batch is done or the transaction is lost.
     fn run_batch<'a>(&'a mut self, batch: &'a mut VecDeque<(Work, Reply)>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-        let started = Instant::now();
-        let now = now_ms();
-        let mut conn = match self.pool.acquire().await {
-            Ok(c) => c,
-            Err(e) => {
+            let started = Instant::now();
+            let now = now_ms();
+            let mut conn = match self.pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let err = batch_error(e);
+                    tracing::error!(error = %err, requests = batch.len(), "no database connection for a write batch");
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(clone_error(&err)));
+                    }
+                    return;
+                }
+            };
+            if let Err(e) = exec(&mut conn, "BEGIN; SAVEPOINT req").await {
                 let err = batch_error(e);
-                tracing::error!(error = %err, requests = batch.len(), "no database connection for a write batch");
+                tracing::error!(error = %err, requests = batch.len(), "could not begin a write transaction");
+                conn.close_on_drop();
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(clone_error(&err)));
                 }
                 return;
             }
-        };
-        if let Err(e) = exec(&mut conn, "BEGIN; SAVEPOINT req").await {
-            let err = batch_error(e);
-            tracing::error!(error = %err, requests = batch.len(), "could not begin a write transaction");
-            conn.close_on_drop();
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(clone_error(&err)));
-            }
-            return;
-        }
-        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
-        let mut events: Vec<NewEvent> = Vec::new();
-        let mut tx_lost: Option<StoreError> = None;
-        let mut first = true;
-        while let Some((work, reply)) = batch.pop_front() {
-            if !first {
-                if let Err(e) = exec(&mut conn, "RELEASE req; SAVEPOINT req").await {
-                    batch.push_front((work, reply));
-                    tx_lost = Some(batch_error(e));
-                    break;
-                }
-            }
-            first = false;
-            match work(&mut conn, now).await {
-                Ok((value, new_events, delta)) => {
-                    done.push(Done {
-                        reply,
-                        outcome: Ok((value, delta)),
-                    });
-                    events.extend(new_events);
-                }
-                Err(e) => {
-                    let e = classify(e);
-                    let lost = matches!(e, StoreError::Unavailable(_));
-                    let undone = exec(&mut conn, "ROLLBACK TO req").await;
-                    done.push(Done {
-                        reply,
-                        outcome: Err(e),
-                    });
-                    if let Err(e) = undone {
+            let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+            let mut events: Vec<NewEvent> = Vec::new();
+            let mut tx_lost: Option<StoreError> = None;
+            let mut first = true;
+            while let Some((work, reply)) = batch.pop_front() {
+                if !first {
+                    if let Err(e) = exec(&mut conn, "RELEASE req; SAVEPOINT req").await {
+                        batch.push_front((work, reply));
                         tx_lost = Some(batch_error(e));
                         break;
                     }
-                    if lost {
-                        tx_lost = Some(StoreError::Unavailable("connection lost".into()));
-                        break;
+                }
+                first = false;
+                match work(&mut conn, now).await {
+                    Ok((value, new_events, delta)) => {
+                        done.push(Done {
+                            reply,
+                            outcome: Ok((value, delta)),
+                        });
+                        events.extend(new_events);
+                    }
+                    Err(e) => {
+                        let e = classify(e);
+                        let lost = matches!(e, StoreError::Unavailable(_));
+                        let undone = exec(&mut conn, "ROLLBACK TO req").await;
+                        done.push(Done {
+                            reply,
+                            outcome: Err(e),
+                        });
+                        if let Err(e) = undone {
+                            tx_lost = Some(batch_error(e));
+                            break;
+                        }
+                        if lost {
+                            tx_lost = Some(StoreError::Unavailable("connection lost".into()));
+                            break;
+                        }
+                    }
+                }
+                if done.len() >= self.batch.max {
+                    break;
+                }
+            }
+            let committed = match tx_lost {
+                Some(err) => Err(err),
+                None => append_and_commit(&mut conn, now, events).await,
+            };
+            match committed {
+                Ok(committed) => {
+                    drop(conn);
+                    record_duration("write", started);
+                    self.publish(done, committed).await;
+                }
+                Err(err) => {
+                    if exec(&mut conn, "ROLLBACK").await.is_err() {
+                        conn.close_on_drop();
+                    }
+                    drop(conn);
+                    let failed = done.iter().filter(|d| d.outcome.is_ok()).count();
+                    tracing::error!(
+                        error = %err,
+                        requests = failed,
+                        "write batch could not commit; nothing of it was written"
+                    );
+                    for d in done {
+                        let res = match d.outcome {
+                            Ok(_) => Err(clone_error(&err)),
+                            Err(e) => Err(e),
+                        };
+                        let _ = d.reply.send(res);
+                    }
+                    // requests not reached in a lost transaction get the same answer
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(clone_error(&err)));
                     }
                 }
             }
-            if done.len() >= self.batch.max {
-                break;
-            }
-        }
-        let committed = match tx_lost {
-            Some(err) => Err(err),
-            None => append_and_commit(&mut conn, now, events).await,
-        };
-        match committed {
-            Ok(committed) => {
-                drop(conn);
-                record_duration("write", started);
-                self.publish(done, committed).await;
-            }
-            Err(err) => {
-                if exec(&mut conn, "ROLLBACK").await.is_err() {
-                    conn.close_on_drop();
-                }
-                drop(conn);
-                let failed = done.iter().filter(|d| d.outcome.is_ok()).count();
-                tracing::error!(
-                    error = %err,
-                    requests = failed,
-                    "write batch could not commit; nothing of it was written"
-                );
-                for d in done {
-                    let res = match d.outcome {
-                        Ok(_) => Err(clone_error(&err)),
-                        Err(e) => Err(e),
-                    };
-                    let _ = d.reply.send(res);
-                }
-                // requests not reached in a lost transaction get the same answer
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(clone_error(&err)));
-                }
-            }
-        }
         })
     }
 
@@ -326,45 +326,45 @@ impl Writer {
     /// other instances committed before ours), then every request's answer.
     fn publish(&mut self, done: Vec<Done>, committed: Vec<CommittedEvent>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-        let mut delta: CountDelta = Vec::new();
-        for d in &done {
-            if let Ok((_, dl)) = &d.outcome {
-                delta.extend(dl.iter().copied());
-            }
-        }
-        match committed.first().map(|e| e.seq) {
-            Some(first) if first <= self.log.published() => {
-                // already published from the table by a catch-up (cannot
-                // happen with one writer per log; kept as a guard)
-            }
-            Some(first) => match self.log.gap_before(first) {
-                Some(upto) => {
-                    // the recount already includes this batch: no delta on top
-                    self.catch_up(upto).await;
-                    self.log.committed(&[], &committed);
+            let mut delta: CountDelta = Vec::new();
+            for d in &done {
+                if let Ok((_, dl)) = &d.outcome {
+                    delta.extend(dl.iter().copied());
                 }
-                None => self.log.committed(&delta, &committed),
-            },
-            None if !delta.is_empty() => {
-                // a task change without events (none today): recount to stay exact
-                self.recount_only().await
             }
-            None => {}
-        }
-        for d in done {
-            let _ = d.reply.send(d.outcome.map(|(value, _)| value));
-        }
+            match committed.first().map(|e| e.seq) {
+                Some(first) if first <= self.log.published() => {
+                    // already published from the table by a catch-up (cannot
+                    // happen with one writer per log; kept as a guard)
+                }
+                Some(first) => match self.log.gap_before(first) {
+                    Some(upto) => {
+                        // the recount already includes this batch: no delta on top
+                        self.catch_up(upto).await;
+                        self.log.committed(&[], &committed);
+                    }
+                    None => self.log.committed(&delta, &committed),
+                },
+                None if !delta.is_empty() => {
+                    // a task change without events (none today): recount to stay exact
+                    self.recount_only().await
+                }
+                None => {}
+            }
+            for d in done {
+                let _ = d.reply.send(d.outcome.map(|(value, _)| value));
+            }
         })
     }
 
     fn recount_only(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-        if let Ok(counts) = PgStore::count_tasks(&self.pool).await {
-            let published = self.log.published();
-            self.log
-                .catch_up(counts, published, |_, _| async { Ok(vec![]) })
-                .await;
-        }
+            if let Ok(counts) = PgStore::count_tasks(&self.pool).await {
+                let published = self.log.published();
+                self.log
+                    .catch_up(counts, published, |_, _| async { Ok(vec![]) })
+                    .await;
+            }
         })
     }
 
@@ -372,11 +372,10 @@ impl Writer {
     /// the newest committed `seq`), after a recount.
     fn catch_up(&mut self, upto: i64) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-        if upto <= self.log.published() {
-            return;
-        }
-        let newest: i64 =
-            match sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            if upto <= self.log.published() {
+                return;
+            }
+            let newest: i64 = match sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
                 .fetch_one(&self.pool)
                 .await
             {
@@ -386,24 +385,24 @@ impl Writer {
                     return;
                 }
             };
-        let upto = upto.min(newest);
-        if upto <= self.log.published() {
-            return;
-        }
-        let counts = match PgStore::count_tasks(&self.pool).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not recount tasks");
+            let upto = upto.min(newest);
+            if upto <= self.log.published() {
                 return;
             }
-        };
-        let pool = self.pool.clone();
-        self.log
-            .catch_up(counts, upto, |after, upto| {
-                let pool = pool.clone();
-                async move { load_events_between(&pool, after, upto, 1000).await }
-            })
-            .await;
+            let counts = match PgStore::count_tasks(&self.pool).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not recount tasks");
+                    return;
+                }
+            };
+            let pool = self.pool.clone();
+            self.log
+                .catch_up(counts, upto, |after, upto| {
+                    let pool = pool.clone();
+                    async move { load_events_between(&pool, after, upto, 1000).await }
+                })
+                .await;
         })
     }
 }
@@ -416,18 +415,18 @@ fn append_and_commit(
     events: Vec<NewEvent>,
 ) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>> {
     Box::pin(async move {
-    let committed = if events.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(EVENT_LOCK)
-            .execute(&mut *conn)
-            .await
-            .map_err(batch_error)?;
-        insert_events(conn, now, events).await.map_err(classify)?
-    };
-    exec(conn, "COMMIT").await.map_err(batch_error)?;
-    Ok(committed)
+        let committed = if events.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(EVENT_LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(batch_error)?;
+            insert_events(conn, now, events).await.map_err(classify)?
+        };
+        exec(conn, "COMMIT").await.map_err(batch_error)?;
+        Ok(committed)
     })
 }
 
