@@ -310,3 +310,88 @@ async fn stopping_the_instance_that_owns_twitch_moves_the_login_to_another_withi
     assert!(!reply.text.is_empty(), "{reply:?}");
     standby.stop().await;
 }
+
+/// Claims (each with its completion) per second by 100 agents spread over
+/// `instances`, printed; run on a release build:
+/// `SWARMBRIDGE_TEST_PG=... cargo test --release --test multi_instance -- --ignored --nocapture`.
+async fn measure_claims_per_second(instances: usize, tasks: usize) {
+    const AGENTS: usize = 100;
+    let servers = cluster(instances, |cfg| {
+        generous(cfg);
+        cfg.limits.max_claims = 10;
+    })
+    .await;
+    let core = servers[0].running.as_ref().expect("running").core.clone();
+    let cli = swarmbridge::core::model::Caller {
+        identity: "cli:measure".into(),
+        role: Role::Admin,
+        capabilities: vec![],
+        platform: swarmbridge::core::model::Platform::Cli,
+    };
+    let mut creating = tokio::task::JoinSet::new();
+    for chunk in 0..16 {
+        let core = core.clone();
+        let cli = cli.clone();
+        creating.spawn(async move {
+            for i in (chunk..tasks).step_by(16) {
+                let new = swarmbridge::core::model::NewTask {
+                    title: format!("task {i}"),
+                    ..Default::default()
+                };
+                core.create_task(&cli, new).await.expect("task created");
+            }
+        });
+    }
+    while let Some(r) = creating.join_next().await {
+        r.expect("creator finished");
+    }
+    let mut clients = Vec::with_capacity(AGENTS);
+    for i in 0..AGENTS {
+        clients.push(servers[i % instances].agent(&format!("w{i}"), &[]).await);
+    }
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for mut c in clients {
+        set.spawn(async move {
+            let mut n = 0usize;
+            loop {
+                let r = c.ok(json!({"type":"task.claim"}), "task").await;
+                let Some(id) = r["task"]["id"].as_i64() else {
+                    return n;
+                };
+                c.ok(json!({"type":"task.complete","task_id":id}), "task")
+                    .await;
+                n += 1;
+            }
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = set.join_next().await {
+        done += r.expect("agent finished");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(done, tasks, "every task claimed and completed once");
+    println!(
+        "postgres claims: {instances} instance(s), {AGENTS} agents claimed and completed {done} \
+         tasks in {secs:.2} s: {:.0} claims/s (each with its completion)",
+        done as f64 / secs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run on a release build with --ignored --nocapture"]
+async fn measure_claims_per_second_on_one_instance() {
+    if pg_or_skip("measure_claims_per_second_on_one_instance").is_none() {
+        return;
+    }
+    measure_claims_per_second(1, 20_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run on a release build with --ignored --nocapture"]
+async fn measure_claims_per_second_on_two_instances() {
+    if pg_or_skip("measure_claims_per_second_on_two_instances").is_none() {
+        return;
+    }
+    measure_claims_per_second(2, 20_000).await;
+}
