@@ -304,7 +304,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 max_attempts: None,
             };
             let reply = core
-                .execute(&cli_caller(), Command::TaskCreate(new))
+                .execute(&cli_caller(), Command::TaskCreate(new), None)
                 .await?;
             if let Reply::Task(Some(t)) = reply {
                 out!("{}", t.id);
@@ -344,13 +344,14 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                     to: to.clone(),
                     text,
                 },
+                None,
             )
             .await?;
             out!("message to {to} stored; it is delivered now or when {to} reconnects");
         }
         Cmd::Broadcast { text, topic } => {
             let core = open(&cfg).await?;
-            core.execute(&cli_caller(), Command::Broadcast { text, topic })
+            core.execute(&cli_caller(), Command::Broadcast { text, topic }, None)
                 .await?;
             out!("broadcast stored");
         }

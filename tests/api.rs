@@ -39,9 +39,9 @@ async fn api_without_or_with_a_bad_token_is_401_json() {
 }
 
 #[tokio::test]
-async fn agent_token_reads_but_cannot_write_over_http() {
+async fn http_writes_follow_the_catalogs_roles_like_the_websocket() {
     let srv = TestServer::spawn().await;
-    let token = srv.add_agent("reader", Role::Agent, &[]).await;
+    let token = srv.add_agent("writer", Role::Agent, &[]).await;
     let r = http()
         .get(srv.url("/api/tasks"))
         .bearer_auth(&token)
@@ -49,10 +49,28 @@ async fn agent_token_reads_but_cannot_write_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // role agent: what the catalog opens to agents
+    for (path, body, status) in [
+        ("/api/tasks", json!({"title": "x"}), 201),
+        ("/api/broadcast", json!({"text": "hi"}), 200),
+        ("/api/messages", json!({"to": "writer", "text": "hi"}), 200),
+    ] {
+        let r = http()
+            .post(srv.url(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    // role operator: refused to an agent, with the role it needs
     for (path, body) in [
-        ("/api/tasks", json!({"title": "x"})),
-        ("/api/broadcast", json!({"text": "hi"})),
-        ("/api/messages", json!({"to": "reader", "text": "hi"})),
+        ("/api/tasks/1/assign", json!({"agent": "writer"})),
+        (
+            "/api/polls",
+            json!({"question": "q?", "options": ["a", "b"], "duration_s": 60}),
+        ),
     ] {
         let r = http()
             .post(srv.url(path))
@@ -450,6 +468,11 @@ async fn openapi_document_is_public_and_lists_the_endpoints() {
         "/api/events",
         "/api/reason",
         "/api/reason/stream",
+        "/api/polls",
+        "/api/polls/{id}",
+        "/api/polls/{id}/vote",
+        "/api/polls/{id}/close",
+        "/api/search",
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }

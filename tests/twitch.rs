@@ -501,3 +501,122 @@ async fn ask_answers_in_one_line_of_at_most_450_characters_cut_at_a_word() {
     assert_eq!(backend.calls(), 1);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_100_identical_status_asks_gets_one_line_carrying_the_answer() {
+    let _one = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let mut srv = twitch_server(&fake, |c| c.twitch.announce.enabled = false).await;
+    fake.wait_joined(CH).await;
+    let start = Instant::now();
+    for i in 0..100 {
+        fake.say(CH, &format!("viewer{i:03}"), "", "!status");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "the burst took {:?}",
+        start.elapsed()
+    );
+    fake.wait_for("every viewer covered", |f| {
+        f.said()
+            .iter()
+            .map(|s| names_and_count(&s.text).1)
+            .sum::<usize>()
+            >= 100
+    })
+    .await;
+    // anything that would follow (a second line, an "answered above") has time to show
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let said = fake.said();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].text.contains("online") && said[0].text.contains("open"),
+        "the line does not carry the answer: {said:?}"
+    );
+    srv.stop().await;
+}
+
+/// The `/metrics` samples whose labels include every one of `labels`.
+async fn metric_lines(srv: &TestServer, name: &str, labels: &[&str]) -> Vec<String> {
+    let text = reqwest::get(srv.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn sample_value(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn chat_votes_are_counted_in_metrics_as_poll_vote_commands() {
+    let _one = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let mut srv = twitch_server(&fake, |c| c.twitch.announce.enabled = false).await;
+    fake.wait_joined(CH).await;
+    let mut op = srv.operator("op").await;
+    op.ok(
+        json!({"type":"poll.open","question":"Ship?","options":["yes","no"],
+               "duration_s":600,"voters":"twitch"}),
+        "poll",
+    )
+    .await;
+    let id = fake.say(CH, "alice", "", "!vote 1");
+    let reply = fake.reply_to(&id).await;
+    assert!(reply.text.contains("vote counted"), "{reply:?}");
+    let lines = metric_lines(
+        &srv,
+        "swarmbridge_commands_total",
+        &[
+            r#"command="poll.vote""#,
+            r#"platform="twitch""#,
+            r#"outcome="ok""#,
+        ],
+    )
+    .await;
+    // the recorder is shared by this binary's tests: at least this one
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(sample_value(&lines[0]) >= 1.0, "{lines:?}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn twitch_rate_limit_refusals_are_counted_in_metrics() {
+    let _one = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let mut srv = twitch_server(&fake, |c| {
+        c.twitch.announce.enabled = false;
+        c.limits.rates.insert(
+            "requests".into(),
+            swarmbridge::config::Rate {
+                per_s: 0.01,
+                burst: 1,
+            },
+        );
+    })
+    .await;
+    fake.wait_joined(CH).await;
+    fake.say(CH, "alice", "", "!task 1");
+    let limited = fake.say(CH, "alice", "", "!task 2");
+    let reply = fake.reply_to(&limited).await;
+    assert!(reply.text.contains("slow down"), "{reply:?}");
+    let lines = metric_lines(
+        &srv,
+        "swarmbridge_rate_limited_total",
+        &[r#"platform="twitch""#, r#"class="requests""#],
+    )
+    .await;
+    // the recorder is shared by this binary's tests: at least this one
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(sample_value(&lines[0]) >= 1.0, "{lines:?}");
+    srv.stop().await;
+}

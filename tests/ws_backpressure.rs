@@ -198,3 +198,33 @@ async fn a_client_cut_off_for_being_slow_catches_up_with_resume_from() {
         assert_eq!(broadcast_index(&ev), i, "{}", ev["seq"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_cut_off_while_a_write_is_pending_sees_close_code_1013() {
+    let srv = spawn().await;
+    let mut sender = srv.admin("sender").await;
+    let token = srv.add_agent("slow", Role::Agent, &[]).await;
+    let mut slow = stalled_client(&srv, &token).await;
+    // Reads one frame every 10 ms: slower than the broadcasts come, so the
+    // server's writes to it are pending when its queue overflows.
+    let reader = tokio::spawn(async move {
+        let mut frames = 0usize;
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            match tokio::time::timeout(WAIT, slow.next()).await {
+                Err(_) => return (frames, Err("never ended")),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return (frames, Ok(frame.map(|f| u16::from(f.code))))
+                }
+                Ok(None) | Ok(Some(Err(_))) => {
+                    return (frames, Err("dropped without a close frame"))
+                }
+                Ok(Some(Ok(_))) => frames += 1,
+            }
+        }
+    });
+    broadcast_many(&mut sender, BROADCASTS).await;
+    let (frames, close) = reader.await.expect("reader");
+    assert!(frames < BROADCASTS, "never fell behind ({frames} frames)");
+    assert_eq!(close, Ok(Some(1013)), "after {frames} frames");
+}

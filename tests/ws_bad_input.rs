@@ -299,3 +299,54 @@ async fn a_rate_limited_request_is_not_executed() {
     }
     assert_eq!(seen, vec!["b0", "b1", "marker"]);
 }
+
+/// A catalog directory holding the embedded files, `edit` applied to each
+/// (file name, text); files for which it returns None are left out.
+fn catalog_dir(edit: impl Fn(&str, &str) -> Option<String>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in swarmbridge::catalog::EMBEDDED {
+        if let Some(t) = edit(name, text) {
+            std::fs::write(dir.path().join(name), t).expect("write catalog file");
+        }
+    }
+    dir
+}
+
+#[tokio::test]
+async fn a_catalog_dir_that_leaves_a_command_out_stops_start_up_naming_it() {
+    let catalog = catalog_dir(|name, text| (name != "status.toml").then(|| text.to_string()));
+    let db = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(&db.path().join("t.db"));
+    cfg.catalog.dir = Some(catalog.path().display().to_string());
+    let err = match swarmbridge::server::start(cfg).await {
+        Ok(_) => panic!("started with a catalog that has no `status`"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("`status`"), "{err}");
+}
+
+#[tokio::test]
+async fn the_catalogs_ws_and_http_platform_entries_are_enforced() {
+    const ALL: &str = r#"platforms = ["discord", "twitch", "ws", "http"]"#;
+    // status.toml declares `status`, then `agents`: status leaves ws, agents leaves http
+    let catalog = catalog_dir(|name, text| {
+        Some(if name == "status.toml" {
+            text.replacen(ALL, r#"platforms = ["discord", "twitch", "http"]"#, 1)
+                .replacen(ALL, r#"platforms = ["discord", "twitch", "ws"]"#, 1)
+        } else {
+            text.to_string()
+        })
+    });
+    let path = catalog.path().display().to_string();
+    let srv = TestServer::spawn_with(move |cfg| cfg.catalog.dir = Some(path)).await;
+    let mut a = srv.agent("a", &[]).await;
+    let e = a.err(json!({"type":"status"}), "bad_request").await;
+    assert!(e["message"].as_str().unwrap().contains("ws"), "{e}");
+    a.ok(json!({"type":"agents"}), "agents").await;
+    let token = srv.add_agent("h", Role::Agent, &[]).await;
+    let (st, _) = http_api::get(&srv.http_url(), "/api/status", Some(&token)).await;
+    assert_eq!(st, 200);
+    let (st, v) = http_api::get(&srv.http_url(), "/api/agents", Some(&token)).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+}

@@ -188,13 +188,6 @@ pub trait EventSink: Send + Sync + 'static {
     fn publish(&self, events: &[CommittedEvent]);
 }
 
-/// A sink that drops everything, for the CLI (no one is connected to it).
-pub struct NoSink;
-
-impl EventSink for NoSink {
-    fn publish(&self, _events: &[CommittedEvent]) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,7 +55,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::observe::render(&app.core),
+        crate::observe::render(&app.core, app.dispatch.stats()),
     )
         .into_response()
 }
