@@ -52,7 +52,9 @@ impl CommandSpec {
                 break;
             }
             let later_required = self.options[i + 1..].iter().any(|l| l.required);
-            let takes_rest = !later_required && matches!(o.kind, OptionKind::String);
+            // free text takes the rest of the line; a choice is one word
+            let takes_rest =
+                !later_required && matches!(o.kind, OptionKind::String) && o.choices.is_empty();
             let (tok, tail) = if takes_rest {
                 (rest, "")
             } else {
@@ -148,6 +150,16 @@ mod tests {
             Command::TaskGet { task_id } => assert_eq!(task_id, 42),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_choice_is_one_word_and_the_options_after_it_still_parse() {
+        let c = Catalog::embedded().unwrap();
+        let spec = c.by_twitch_alias("tasks").unwrap();
+        let args = spec.parse_positional("open agent-1 5").unwrap();
+        assert_eq!(args["state"], ArgValue::Str("open".into()));
+        assert_eq!(args["assignee"], ArgValue::Str("agent-1".into()));
+        assert_eq!(args["limit"], ArgValue::Int(5));
     }
 
     #[test]
