@@ -2,9 +2,7 @@
 //! rate limits, the SSE event stream, per-agent statistics and the OpenAPI
 //! document, spoken to with reqwest as an HTTP client would.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use swarmbridge::core::model::Role;
 

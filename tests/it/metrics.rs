@@ -1,10 +1,8 @@
 //! `/metrics`: Prometheus text format without a token, with every family
 //! the operators' dashboards and alerts rely on.
 
-mod common;
-
-use common::fake_openai::{FakeOpenAi, Reply};
-use common::*;
+use crate::common::fake_openai::{FakeOpenAi, Reply};
+use crate::common::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use swarmbridge::core::model::Role;

@@ -2,11 +2,9 @@
 //! slash commands over the gateway, signed HTTP interactions, buttons,
 //! autocomplete, deferred reasoning, registration and announcements.
 
-mod common;
-
-use common::fake_discord::*;
-use common::fake_openai::{FakeOpenAi, Reply};
-use common::*;
+use crate::common::fake_discord::*;
+use crate::common::fake_openai::{FakeOpenAi, Reply};
+use crate::common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 use std::time::Duration;

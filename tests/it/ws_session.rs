@@ -1,8 +1,7 @@
 //! The session: hello and welcome, authentication, revocation, the hello
 //! deadline, keep-alive and the idle limit (protocol.md, "Transport" and "Session").
-mod common;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use std::sync::Arc;

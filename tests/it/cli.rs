@@ -1,9 +1,7 @@
 //! The real binary, as a user runs it: CLI subcommands against a database
 //! file, a served process picking up CLI writes, and graceful shutdown.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,10 +1,8 @@
 //! Reasoning on the agent WebSocket and the HTTP mirrors, against a fake
 //! OpenAI-compatible backend on loopback.
 
-mod common;
-
-use common::fake_openai::{FakeOpenAi, Reply};
-use common::*;
+use crate::common::fake_openai::{FakeOpenAi, Reply};
+use crate::common::*;
 use serde_json::{json, Value};
 use swarmbridge::core::model::Role;
 

@@ -1,9 +1,8 @@
 //! Bad input on an open session: every malformed, oversized or excessive
 //! frame gets its error code, and only the cases the protocol names close
 //! the connection (protocol.md, "Transport" and "Requests and replies").
-mod common;
 
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use swarmbridge::config::Rate;

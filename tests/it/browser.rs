@@ -2,10 +2,8 @@
 //! Skips (and says so) when chromium or chromedriver is not installed
 //! (Debian packages `chromium` and `chromium-driver`).
 
-mod common;
-
-use common::webdriver::{browser_tools, Browser};
-use common::*;
+use crate::common::webdriver::{browser_tools, Browser};
+use crate::common::*;
 use serde_json::json;
 use swarmbridge::core::model::Role;
 

@@ -1,11 +1,9 @@
 //! The reasoning client against a fake OpenAI-compatible backend on loopback.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_openai::{FakeOpenAi, Reply};
+use crate::common::fake_openai::{FakeOpenAi, Reply};
 use serde_json::json;
 use swarmbridge::reason::{
     CircuitState, MemoryCache, Mode, ReasonAnswer, ReasonConfig, ReasonError, Reasoner,

@@ -1,10 +1,8 @@
 //! Full-text search over tasks and messages, on the agent WebSocket and
 //! `GET /api/search`.
 
-mod common;
-
-use common::http_api;
-use common::*;
+use crate::common::http_api;
+use crate::common::*;
 use serde_json::{json, Value};
 use swarmbridge::clock::{now_ms, parse_rfc3339, rfc3339};
 use swarmbridge::core::model::Role;

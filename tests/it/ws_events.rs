@@ -1,9 +1,8 @@
 //! Durable events: delivery now or on reconnect, acknowledgement, replay
 //! from a `seq`, fan-out, restarts, and writes by another process
 //! (protocol.md, "Durable events" and "Session").
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use swarmbridge::bus::Bus;

@@ -1,9 +1,7 @@
 //! The dashboard's own endpoints: the embedded page and assets, the public
 //! snapshot and event feed, and the token they need when not public.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use swarmbridge::core::model::Role;
 

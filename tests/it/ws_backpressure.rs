@@ -1,9 +1,8 @@
 //! Backpressure: a client that stops reading is cut off on its own, without
 //! slowing delivery to anyone else, and catches up later with `resume_from`
 //! (protocol.md, "Transport": `send_queue`; bus.rs).
-mod common;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

@@ -1,9 +1,8 @@
 //! Tasks over the WebSocket: claiming (concurrency, capabilities, order),
 //! leases, attempts, who may do what, and who hears about it
 //! (protocol.md, "Tasks").
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,10 +1,8 @@
 //! Polls over the agent WebSocket and the HTTP API: opening, voting,
 //! closing by hand and by time, weights, durability.
 
-mod common;
-
-use common::http_api;
-use common::*;
+use crate::common::http_api;
+use crate::common::*;
 use serde_json::{json, Value};
 use swarmbridge::core::model::Role;
 

@@ -1,9 +1,7 @@
 //! The Twitch front door against a fake Twitch IRC server on loopback.
 
-mod common;
-
-use common::fake_twitch::{exclusive, FakeTwitch, Said};
-use common::*;
+use crate::common::fake_twitch::{exclusive, FakeTwitch, Said};
+use crate::common::*;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -461,8 +459,10 @@ async fn viewers_vote_with_a_number_and_the_result_is_announced_in_chat() {
 async fn ask_answers_in_one_line_of_at_most_450_characters_cut_at_a_word() {
     let _one = exclusive().await;
     let answer = "swarms coordinate through leases ".repeat(30);
-    let backend =
-        common::fake_openai::FakeOpenAi::spawn(common::fake_openai::Reply::text(&answer)).await;
+    let backend = crate::common::fake_openai::FakeOpenAi::spawn(
+        crate::common::fake_openai::Reply::text(&answer),
+    )
+    .await;
     let fake = FakeTwitch::spawn(false).await;
     let base = backend.base_url();
     let mut srv = twitch_server(&fake, move |c| {
