@@ -372,10 +372,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             }
         }
         Cmd::Config(ConfigCmd::Check) => {
-            let catalog = match &cfg.catalog.dir {
-                Some(dir) => crate::catalog::Catalog::from_dir(std::path::Path::new(dir))?,
-                None => crate::catalog::Catalog::embedded()?,
-            };
+            let catalog = crate::server::load_catalog(&cfg)?;
             crate::reason::Reasoner::new(
                 cfg.reasoning.clone(),
                 Arc::new(crate::reason::MemoryCache::new()),

@@ -66,7 +66,6 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     let reasoner = Reasoner::new(reasoning, store.clone() as Arc<dyn ReasonCache>)
         .map_err(|e| ServerError::Reasoning(e.to_string()))?;
     let catalog = load_catalog(cfg)?;
-    check_catalog(&catalog)?;
     Ok(Core::new(
         store,
         bus,
@@ -78,12 +77,15 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     ))
 }
 
-/// The configured command catalog: `catalog.dir`, or the embedded one.
-pub fn load_catalog(cfg: &Config) -> Result<Catalog, CatalogError> {
-    match &cfg.catalog.dir {
-        Some(dir) => Catalog::from_dir(std::path::Path::new(dir)),
-        None => Catalog::embedded(),
-    }
+/// The configured command catalog (`catalog.dir`, or the embedded one),
+/// checked to declare exactly the commands this build implements.
+pub fn load_catalog(cfg: &Config) -> Result<Catalog, ServerError> {
+    let catalog = match &cfg.catalog.dir {
+        Some(dir) => Catalog::from_dir(std::path::Path::new(dir))?,
+        None => Catalog::embedded()?,
+    };
+    check_catalog(&catalog)?;
+    Ok(catalog)
 }
 
 /// A server that is listening; dropping it does not stop it, [`Running::shutdown`] does.

@@ -115,6 +115,27 @@ fn a_bad_config_value_names_the_key_and_exits_2() {
 }
 
 #[test]
+fn config_check_refuses_a_catalog_dir_that_leaves_a_command_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("commands");
+    std::fs::create_dir(&catalog).unwrap();
+    for (name, text) in swarmbridge::catalog::EMBEDDED {
+        if *name != "polls.toml" {
+            std::fs::write(catalog.join(name), text).unwrap();
+        }
+    }
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .env("SWARMBRIDGE_DATABASE_URL", dir.path().join("x.db"))
+        .env("SWARMBRIDGE_CATALOG__DIR", &catalog)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not declare `poll."), "{err}");
+}
+
+#[test]
 fn task_list_shows_tasks_added_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, id, err) = run(
