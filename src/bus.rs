@@ -159,15 +159,6 @@ impl Bus {
         }
     }
 
-    /// Ends every connection (shutdown).
-    pub fn disconnect_all(&self, code: u16, reason: &'static str) {
-        for conns in self.agents.iter() {
-            for c in conns.iter() {
-                c.end(CloseReason { code, reason });
-            }
-        }
-    }
-
     /// Whether `agent` has a connection here.
     pub fn is_online(&self, agent: &str) -> bool {
         self.agents.contains_key(agent)

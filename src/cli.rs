@@ -304,7 +304,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 max_attempts: None,
             };
             let reply = core
-                .execute(&cli_caller(), Command::TaskCreate(new))
+                .execute(&cli_caller(), Command::TaskCreate(new), None)
                 .await?;
             if let Reply::Task(Some(t)) = reply {
                 out!("{}", t.id);
@@ -344,13 +344,14 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                     to: to.clone(),
                     text,
                 },
+                None,
             )
             .await?;
             out!("message to {to} stored; it is delivered now or when {to} reconnects");
         }
         Cmd::Broadcast { text, topic } => {
             let core = open(&cfg).await?;
-            core.execute(&cli_caller(), Command::Broadcast { text, topic })
+            core.execute(&cli_caller(), Command::Broadcast { text, topic }, None)
                 .await?;
             out!("broadcast stored");
         }
@@ -371,10 +372,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             }
         }
         Cmd::Config(ConfigCmd::Check) => {
-            let catalog = match &cfg.catalog.dir {
-                Some(dir) => crate::catalog::Catalog::from_dir(std::path::Path::new(dir))?,
-                None => crate::catalog::Catalog::embedded()?,
-            };
+            let catalog = crate::server::load_catalog(&cfg)?;
             crate::reason::Reasoner::new(
                 cfg.reasoning.clone(),
                 Arc::new(crate::reason::MemoryCache::new()),

@@ -1,198 +1,20 @@
-//! Observability: the one place front doors run commands through (so every
-//! command is counted and timed the same way whichever door it came in by),
-//! the Prometheus recorder behind `/metrics`, and the few hooks the store,
-//! the sweeper and the reasoner call.
+//! Observability: the Prometheus recorder behind `/metrics` and the few
+//! hooks the store, the sweeper and the reasoner call. Commands are counted
+//! by [`crate::dispatch`], the one path every front door takes.
 //!
 //! Hot-path rule: nothing here is called per event delivery. Fan-out
 //! counters live in [`BusStats`](crate::bus::BusStats) atomics and are read
 //! when `/metrics` is scraped.
 
-use crate::core::command::{Command, Reply};
-use crate::core::error::CoreError;
-use crate::core::model::{Caller, Platform, TaskState};
+use crate::core::model::TaskState;
 use crate::core::Core;
+use crate::dispatch::FrontDoorStats;
 use crate::reason::CircuitState;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde::Serialize;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
-
-/// Every platform, in the order [`FrontDoorStats`] keeps them.
-pub const PLATFORMS: [Platform; 5] = [
-    Platform::Ws,
-    Platform::Discord,
-    Platform::Twitch,
-    Platform::Http,
-    Platform::Cli,
-];
-
-fn platform_index(p: Platform) -> usize {
-    match p {
-        Platform::Ws => 0,
-        Platform::Discord => 1,
-        Platform::Twitch => 2,
-        Platform::Http => 3,
-        Platform::Cli => 4,
-    }
-}
-
-/// Commands served and refused per platform, and open event streams, kept
-/// in memory by the core (reset at restart; `/metrics` has them as counters).
-#[derive(Debug, Default)]
-pub struct FrontDoorStats {
-    served: [AtomicU64; 5],
-    refused: [AtomicU64; 5],
-    streams: AtomicUsize,
-    /// Discord gateway link: 0 off, 1 configured but not connected, 2 up.
-    discord_link: std::sync::atomic::AtomicU8,
-    /// Whether the Twitch client runs in this process.
-    twitch_on: std::sync::atomic::AtomicBool,
-}
-
-/// `off`, `down` or `up` from a link state.
-fn link_word(state: u8) -> &'static str {
-    match state {
-        0 => "off",
-        1 => "down",
-        _ => "up",
-    }
-}
-
-/// One platform's line in [`FrontDoorStats::snapshot`].
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PlatformCommands {
-    /// `ws`, `discord`, `twitch`, `http` or `cli`.
-    pub platform: &'static str,
-    /// Commands that succeeded.
-    pub served: u64,
-    /// Commands refused with an error (any code, rate limits included).
-    pub refused: u64,
-}
-
-impl FrontDoorStats {
-    /// Records the Discord gateway link: configured (`down`) or connected (`up`).
-    pub fn set_discord_link(&self, up: bool) {
-        self.discord_link
-            .store(if up { 2 } else { 1 }, Ordering::Relaxed);
-    }
-
-    /// Records that the Twitch client runs (its link state is read live).
-    pub fn set_twitch_on(&self) {
-        self.twitch_on.store(true, Ordering::Relaxed);
-    }
-
-    /// `off`, `down` or `up` for Discord's gateway.
-    pub fn discord_link(&self) -> &'static str {
-        link_word(self.discord_link.load(Ordering::Relaxed))
-    }
-
-    /// `off`, `down` or `up` for Twitch chat.
-    pub fn twitch_link(&self) -> &'static str {
-        if !self.twitch_on.load(Ordering::Relaxed) {
-            "off"
-        } else if crate::gateway::twitch::transport::link_connected() {
-            "up"
-        } else {
-            "down"
-        }
-    }
-
-    /// Counts one command outcome of `platform`.
-    pub fn count(&self, platform: Platform, ok: bool) {
-        let i = platform_index(platform);
-        let c = if ok {
-            &self.served[i]
-        } else {
-            &self.refused[i]
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Every platform's counts.
-    pub fn snapshot(&self) -> Vec<PlatformCommands> {
-        PLATFORMS
-            .iter()
-            .map(|&p| {
-                let i = platform_index(p);
-                PlatformCommands {
-                    platform: p.as_str(),
-                    served: self.served[i].load(Ordering::Relaxed),
-                    refused: self.refused[i].load(Ordering::Relaxed),
-                }
-            })
-            .collect()
-    }
-
-    /// Server-sent event streams open now (`/api/events`, `/dashboard/events`).
-    pub fn streams(&self) -> usize {
-        self.streams.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts an event stream as open until the guard is dropped.
-pub fn stream_opened(core: &Arc<Core>) -> StreamGuard {
-    core.front_doors.streams.fetch_add(1, Ordering::Relaxed);
-    StreamGuard(core.clone())
-}
-
-/// Keeps an event stream counted in [`FrontDoorStats::streams`] while alive.
-pub struct StreamGuard(Arc<Core>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.front_doors.streams.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Runs a command for a front door: [`Core::execute`], counted by name,
-/// platform and outcome and timed, with claims counted. Every front door
-/// calls this rather than `execute` directly.
-pub async fn execute(core: &Core, caller: &Caller, cmd: Command) -> Result<Reply, CoreError> {
-    let name = cmd.name();
-    let assigning = matches!(cmd, Command::TaskAssign { .. });
-    let started = Instant::now();
-    let result = core.execute(caller, cmd).await;
-    let elapsed = started.elapsed();
-    let platform = caller.platform.as_str();
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code(),
-    };
-    counter!("swarmbridge_commands_total", "command" => name, "platform" => platform, "outcome" => outcome)
-        .increment(1);
-    histogram!("swarmbridge_command_duration_seconds", "command" => name, "platform" => platform)
-        .record(elapsed.as_secs_f64());
-    core.front_doors.count(caller.platform, result.is_ok());
-    let claimed = match &result {
-        Ok(Reply::Task(Some(t))) => {
-            (name == "task.claim" || assigning) && t.state == TaskState::Claimed
-        }
-        _ => false,
-    };
-    if claimed {
-        counter!("swarmbridge_task_claims_total", "platform" => platform).increment(1);
-    }
-    result
-}
-
-/// Counts a command a front door refused before it reached the core (a
-/// role check of its own), the way [`execute`] counts refusals.
-pub fn refused(core: &Core, caller: &Caller, command: &str, err: &CoreError) {
-    counter!("swarmbridge_commands_total", "command" => command.to_string(),
-        "platform" => caller.platform.as_str(), "outcome" => err.code())
-    .increment(1);
-    core.front_doors.count(caller.platform, false);
-}
-
-/// Counts a request refused by a rate limit, before it reached the core.
-pub fn rate_limited(core: &Core, platform: Platform, class: &str) {
-    counter!("swarmbridge_rate_limited_total", "platform" => platform.as_str(), "class" => class.to_string())
-        .increment(1);
-    core.front_doors.count(platform, false);
-}
 
 /// Records how long a store operation took, from `started` to now.
 pub fn db_query(op: &'static str, started: Instant) {
@@ -331,24 +153,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Drains histogram samples every few seconds so memory stays bounded
-/// between scrapes; runs until `stop`.
-pub async fn run_upkeep(stop: CancellationToken) {
-    let handle = prometheus();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => handle.run_upkeep(),
-        }
-    }
-}
-
 /// Reads the figures kept elsewhere (bus atomics, reasoner stats, task
 /// counts) into the registry, then renders the Prometheus text format.
-pub fn render(core: &Core) -> String {
+pub fn render(core: &Core, fd: &FrontDoorStats) -> String {
     let handle = prometheus();
-    let fd = &core.front_doors;
     gauge!("swarmbridge_connections", "platform" => "ws").set(core.bus.connections() as f64);
     gauge!("swarmbridge_connections", "platform" => "http").set(fd.streams() as f64);
     let up = |w: &str| if w == "up" { 1.0 } else { 0.0 };

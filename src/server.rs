@@ -5,6 +5,7 @@ use crate::bus::Bus;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::core::{sweeper, Core};
+use crate::dispatch::{check_catalog, CatalogMismatch, Dispatcher};
 use crate::gateway::discord::announce::Announcer;
 use crate::gateway::discord::Discord;
 use crate::gateway::{self, AppState};
@@ -12,6 +13,7 @@ use crate::limits::RateLimits;
 use crate::reason::{ReasonCache, Reasoner};
 use crate::store::{BatchPolicy, StoreError};
 use axum::serve::ListenerExt;
+use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,9 @@ pub enum ServerError {
     /// The command catalog is invalid.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The command catalog does not declare exactly the implemented commands.
+    #[error("{0}")]
+    CatalogMismatch(#[from] CatalogMismatch),
     /// The Discord settings are not usable.
     #[error(transparent)]
     Discord(#[from] crate::gateway::discord::DiscordError),
@@ -78,12 +83,15 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     ))
 }
 
-/// The configured command catalog: `catalog.dir`, or the embedded one.
-pub fn load_catalog(cfg: &Config) -> Result<Catalog, CatalogError> {
-    match &cfg.catalog.dir {
-        Some(dir) => Catalog::from_dir(std::path::Path::new(dir)),
-        None => Catalog::embedded(),
-    }
+/// The configured command catalog (`catalog.dir`, or the embedded one),
+/// checked to declare exactly the commands this build implements.
+pub fn load_catalog(cfg: &Config) -> Result<Catalog, ServerError> {
+    let catalog = match &cfg.catalog.dir {
+        Some(dir) => Catalog::from_dir(std::path::Path::new(dir))?,
+        None => Catalog::embedded()?,
+    };
+    check_catalog(&catalog)?;
+    Ok(catalog)
 }
 
 /// A server that is listening; dropping it does not stop it, [`Running::shutdown`] does.
@@ -127,75 +135,145 @@ impl Running {
     }
 }
 
-/// Binds the listener and starts everything; returns once it is listening.
-pub async fn start(cfg: Config) -> Result<Running, ServerError> {
-    let cfg = Arc::new(cfg);
-    let bus = Arc::new(Bus::new());
-    let core = open_core(&cfg, bus).await?;
-    let shutdown = CancellationToken::new();
-    let sessions = TaskTracker::new();
-    let mut tasks = JoinSet::new();
+/// Runs `tick` every `every` until `stop` fires: the one shape of the
+/// server's own periodic upkeep (metrics upkeep, rate-limit memory).
+pub async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => tick().await,
+        }
+    }
+}
 
-    let rate_limits = Arc::new(RateLimits::new(&cfg.limits));
-    crate::observe::prometheus();
-    tasks.spawn(crate::observe::run_upkeep(shutdown.clone()));
+/// Step 1: the background upkeep that needs only the core and the limits.
+fn spawn_upkeep(
+    tasks: &mut JoinSet<()>,
+    cfg: &Config,
+    core: &Arc<Core>,
+    rate_limits: &Arc<RateLimits>,
+    shutdown: &CancellationToken,
+) {
+    let ms = |v: u64| Duration::from_millis(v.max(10));
+    let handle = crate::observe::prometheus();
+    tasks.spawn(every(Duration::from_secs(5), shutdown.clone(), move || {
+        handle.run_upkeep();
+        std::future::ready(())
+    }));
+    let limits = rate_limits.clone();
+    tasks.spawn(every(
+        Duration::from_secs(60),
+        shutdown.clone(),
+        move || {
+            limits.retain_recent();
+            std::future::ready(())
+        },
+    ));
     tasks.spawn(sweeper::run_lease_sweeper(
         core.clone(),
-        Duration::from_millis(cfg.tasks.sweep_interval_ms.max(10)),
+        ms(cfg.tasks.sweep_interval_ms),
         shutdown.clone(),
     ));
     tasks.spawn(sweeper::run_poll_sweeper(
         core.clone(),
-        Duration::from_millis(cfg.polls.sweep_interval_ms.max(10)),
+        ms(cfg.polls.sweep_interval_ms),
         shutdown.clone(),
     ));
     tasks.spawn(sweeper::run_external_watcher(
         core.clone(),
-        Duration::from_millis(cfg.sync.poll_interval_ms.max(10)),
+        ms(cfg.sync.poll_interval_ms),
         shutdown.clone(),
     ));
     tasks.spawn(sweeper::run_ack_flusher(
         core.clone(),
-        Duration::from_millis(cfg.sync.ack_flush_ms.max(10)),
+        ms(cfg.sync.ack_flush_ms),
         shutdown.clone(),
     ));
-    {
-        let limits = rate_limits.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => limits.retain_recent(),
-                }
-            }
-        });
+}
+
+/// Step 2: the Twitch front door, when configured (the task to spawn once
+/// the listener is up). On a shared (PostgreSQL) database the task waits to
+/// own the Twitch login first (see [`owned_twitch`]).
+fn prepare_twitch(
+    cfg: &Arc<Config>,
+    dispatch: &Arc<Dispatcher>,
+    shutdown: &CancellationToken,
+) -> Result<Option<BoxFuture<'static, ()>>, ServerError> {
+    if !cfg.twitch.enabled() {
+        return Ok(None);
     }
+    dispatch.stats().set_twitch_on();
+    if crate::store::is_shared(&cfg.database.url) {
+        return Ok(Some(Box::pin(owned_twitch(
+            dispatch.clone(),
+            cfg.clone(),
+            shutdown.clone(),
+        ))));
+    }
+    Ok(Some(Box::pin(gateway::twitch::start(
+        dispatch.clone(),
+        Arc::new(cfg.twitch.clone()),
+        shutdown.clone(),
+    )?)))
+}
 
-    let twitch = if cfg.twitch.enabled() {
-        core.front_doors.set_twitch_on();
-        if crate::store::is_shared(&cfg.database.url) {
-            // several instances: only the owner logs in (see `owned_twitch`)
-            tasks.spawn(owned_twitch(
-                core.clone(),
-                cfg.clone(),
-                rate_limits.clone(),
-                shutdown.clone(),
-            ));
-            None
-        } else {
-            Some(gateway::twitch::start(
-                core.clone(),
-                Arc::new(cfg.twitch.clone()),
-                rate_limits.clone(),
-                shutdown.clone(),
-            )?)
+/// Step 3: the Discord front door, when configured: its gateway client and
+/// announcer are spawned; the handler is returned for the HTTP endpoint.
+fn start_discord(
+    tasks: &mut JoinSet<()>,
+    cfg: &Arc<Config>,
+    dispatch: &Arc<Dispatcher>,
+    sessions: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<Discord>>, ServerError> {
+    let dcfg = &cfg.discord;
+    if !dcfg.gateway_on() && !dcfg.interactions_on() {
+        return Ok(None);
+    }
+    let d = Arc::new(Discord::new(
+        dcfg,
+        dispatch.clone(),
+        sessions.clone(),
+        shutdown.clone(),
+    )?);
+    if dcfg.gateway_on() && crate::store::is_shared(&cfg.database.url) {
+        // several instances: only the owner holds the gateway (see `owned_discord_gateway`)
+        dispatch.stats().set_discord_link(false);
+        tasks.spawn(owned_discord_gateway(
+            d.clone(),
+            dispatch.clone(),
+            cfg.clone(),
+            shutdown.clone(),
+        ));
+    } else if dcfg.gateway_on() {
+        dispatch.stats().set_discord_link(false);
+        tasks.spawn(crate::gateway::discord::run_gateway(
+            d.clone(),
+            dcfg.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(channel) = dcfg.announce_channel.filter(|c| *c != 0) {
+            let announcer = Announcer::new(
+                d.http.clone(),
+                channel,
+                Duration::from_millis(dcfg.announce_coalesce_ms),
+                dcfg.announce_burst,
+                Duration::from_secs(dcfg.announce_period_s),
+            );
+            tasks.spawn(announcer.run(dispatch.core().bus.observe(), shutdown.clone()));
         }
-    } else {
-        None
-    };
+    }
+    Ok(Some(d))
+}
 
+/// Step 4: binds the listener (port 0 picks a free one).
+async fn bind(cfg: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
     let addr = cfg.listen_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -203,55 +281,16 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    let dcfg = &cfg.discord;
-    let discord = if dcfg.gateway_on() || dcfg.interactions_on() {
-        Some(Arc::new(Discord::new(
-            dcfg,
-            core.clone(),
-            rate_limits.clone(),
-            sessions.clone(),
-            shutdown.clone(),
-        )?))
-    } else {
-        None
-    };
-    if let Some(d) = &discord {
-        if dcfg.gateway_on() && crate::store::is_shared(&cfg.database.url) {
-            // several instances: only the owner holds the gateway (see `owned_discord_gateway`)
-            core.front_doors.set_discord_link(false);
-            tasks.spawn(owned_discord_gateway(
-                d.clone(),
-                core.clone(),
-                cfg.clone(),
-                shutdown.clone(),
-            ));
-        } else if dcfg.gateway_on() {
-            core.front_doors.set_discord_link(false);
-            tasks.spawn(crate::gateway::discord::run_gateway(
-                d.clone(),
-                dcfg.clone(),
-                shutdown.clone(),
-            ));
-            if let Some(channel) = dcfg.announce_channel.filter(|c| *c != 0) {
-                let announcer = Announcer::new(
-                    d.http.clone(),
-                    channel,
-                    Duration::from_millis(dcfg.announce_coalesce_ms),
-                    dcfg.announce_burst,
-                    Duration::from_secs(dcfg.announce_period_s),
-                );
-                tasks.spawn(announcer.run(core.bus.observe(), shutdown.clone()));
-            }
-        }
-    }
-    let state = AppState {
-        core: core.clone(),
-        cfg: cfg.clone(),
-        rate_limits,
-        shutdown: shutdown.clone(),
-        sessions: sessions.clone(),
-        discord,
-    };
+    Ok((listener, addr))
+}
+
+/// Step 5: serves the HTTP surface (WebSocket, API, dashboard) until shutdown.
+fn spawn_http(
+    tasks: &mut JoinSet<()>,
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: &CancellationToken,
+) {
     let app = gateway::router(state);
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -270,9 +309,47 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
+}
+
+/// Binds the listener and starts everything; returns once it is listening.
+pub async fn start(cfg: Config) -> Result<Running, ServerError> {
+    let cfg = Arc::new(cfg);
+    let core = open_core(&cfg, Arc::new(Bus::new())).await?;
+    let shutdown = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    let mut tasks = JoinSet::new();
+    let rate_limits = Arc::new(RateLimits::new(&cfg.limits));
+    let dispatch = Dispatcher::new(core.clone(), rate_limits.clone());
+
+    spawn_upkeep(&mut tasks, &cfg, &core, &rate_limits, &shutdown);
+    let twitch = prepare_twitch(&cfg, &dispatch, &shutdown)?;
+    let (listener, addr) = bind(&cfg).await?;
+    let discord = start_discord(&mut tasks, &cfg, &dispatch, &sessions, &shutdown)?;
+    let state = AppState {
+        core: core.clone(),
+        cfg: cfg.clone(),
+        dispatch,
+        shutdown: shutdown.clone(),
+        sessions: sessions.clone(),
+        discord,
+    };
+    spawn_http(&mut tasks, listener, state, &shutdown);
     if let Some(twitch) = twitch {
         tasks.spawn(twitch);
     }
+    log_front_doors(&cfg, &core, addr);
+    Ok(Running {
+        addr,
+        core,
+        shutdown,
+        sessions,
+        tasks,
+        grace: Duration::from_secs(cfg.server.shutdown_grace_s),
+    })
+}
+
+/// The start-up lines: where it listens and which front doors are on.
+fn log_front_doors(cfg: &Config, core: &Core, addr: SocketAddr) {
     tracing::info!(
         %addr,
         database = %redact_url(&cfg.database.url),
@@ -289,33 +366,19 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         twitch = %gateway::twitch::describe(&cfg.twitch),
         "front doors"
     );
-    Ok(Running {
-        addr,
-        core,
-        shutdown,
-        sessions,
-        tasks,
-        grace: Duration::from_secs(cfg.server.shutdown_grace_s),
-    })
 }
 
-// ---- platform ownership across instances (issue 11) -------------------
+// ---- platform ownership across instances ---------------------------------
 // On a shared (PostgreSQL) database only one instance at a time holds the
 // Twitch login and the Discord gateway (with its announcer); another takes
 // over when it dies. Slash commands over HTTP interactions, the API and
 // WebSocket agents run on every instance.
 
 /// Runs the Twitch front door whenever this instance owns the Twitch login.
-async fn owned_twitch(
-    core: Arc<Core>,
-    cfg: Arc<Config>,
-    limits: Arc<RateLimits>,
-    shutdown: CancellationToken,
-) {
+async fn owned_twitch(dispatch: Arc<Dispatcher>, cfg: Arc<Config>, shutdown: CancellationToken) {
     let twitch_cfg = Arc::new(cfg.twitch.clone());
     crate::store::while_platform_owner(cfg.database.url.clone(), "twitch", shutdown, |term| {
-        let started =
-            gateway::twitch::start(core.clone(), twitch_cfg.clone(), limits.clone(), term);
+        let started = gateway::twitch::start(dispatch.clone(), twitch_cfg.clone(), term);
         async move {
             match started {
                 Ok(run) => run.await,
@@ -330,7 +393,7 @@ async fn owned_twitch(
 /// Discord gateway.
 async fn owned_discord_gateway(
     discord: Arc<Discord>,
-    core: Arc<Core>,
+    dispatch: Arc<Dispatcher>,
     cfg: Arc<Config>,
     shutdown: CancellationToken,
 ) {
@@ -346,7 +409,7 @@ async fn owned_discord_gateway(
                 dcfg.announce_burst,
                 Duration::from_secs(dcfg.announce_period_s),
             )
-            .run(core.bus.observe(), term)
+            .run(dispatch.core().bus.observe(), term)
         });
         async move {
             match announcer {

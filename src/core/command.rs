@@ -1,12 +1,15 @@
 //! The one command model every front door parses into, and the reply the
-//! core produces. Adding a command touches this enum, its `apply` arm and
-//! the front doors' parsers.
+//! core produces. Adding a command touches this enum, its arm in
+//! [`Core::execute`], its wire form in `dispatch::parse` and its entry in
+//! `commands/*.toml`; front doors only render the new [`Reply`] if it has one.
 
 use super::error::CoreError;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::polls::{NewPoll, Poll};
 use super::search::{SearchRequest, SearchResults};
 use super::Core;
+use crate::reason::ReasonAnswer;
+use tokio::sync::mpsc;
 
 /// A request, already parsed and typed, from any front door.
 #[derive(Debug, Clone)]
@@ -107,8 +110,8 @@ pub enum Command {
     PollOpen(NewPoll),
     /// Vote in a poll; a later vote by the same identity replaces the earlier.
     PollVote {
-        /// The poll.
-        poll_id: i64,
+        /// The poll; None: the newest open poll the caller's platform may vote in.
+        poll_id: Option<i64>,
         /// 1-based index into the poll's options.
         option: i64,
     },
@@ -119,12 +122,53 @@ pub enum Command {
     },
     /// Show one poll with its tally.
     PollGet {
-        /// The poll.
-        poll_id: i64,
+        /// The poll; None: the newest open poll the caller's platform may vote in.
+        poll_id: Option<i64>,
     },
     /// Full-text search over tasks and messages.
     Search(SearchRequest),
+    /// Ask the reasoning engine.
+    Reason {
+        /// The question.
+        prompt: String,
+        /// One of the five mode names.
+        mode: String,
+        /// Whether the front door streams the answer's pieces as they come.
+        stream: bool,
+    },
+    /// Help on the commands (chat front doors render it from the catalog).
+    Help {
+        /// The command asked about; None: all the caller may run.
+        command: Option<String>,
+    },
 }
+
+/// The protocol name of every command variant, in declaration order: what
+/// the catalog must declare (checked at start-up, see `dispatch::check_catalog`).
+pub const COMMAND_NAMES: &[&str] = &[
+    "task.create",
+    "task.claim",
+    "task.renew",
+    "task.progress",
+    "task.complete",
+    "task.fail",
+    "task.release",
+    "task.get",
+    "task.list",
+    "task.cancel",
+    "task.assign",
+    "msg.send",
+    "broadcast",
+    "status",
+    "agents",
+    "poll.open",
+    "poll.vote",
+    "poll.close",
+    "poll.get",
+    "search",
+    "reason",
+    "help",
+];
 
 impl Command {
     /// The protocol name (`task.create`, ...), used for rate classes, metrics and logs.
@@ -150,6 +194,24 @@ impl Command {
             Command::PollClose { .. } => "poll.close",
             Command::PollGet { .. } => "poll.get",
             Command::Search(_) => "search",
+            Command::Reason { .. } => "reason",
+            Command::Help { .. } => "help",
+        }
+    }
+
+    /// The task a command is about, for tracing spans.
+    pub fn task_id(&self) -> Option<i64> {
+        match self {
+            Command::TaskClaim { task_id, .. } => *task_id,
+            Command::TaskRenew { task_id, .. }
+            | Command::TaskProgress { task_id, .. }
+            | Command::TaskComplete { task_id, .. }
+            | Command::TaskFail { task_id, .. }
+            | Command::TaskRelease { task_id }
+            | Command::TaskGet { task_id }
+            | Command::TaskCancel { task_id, .. }
+            | Command::TaskAssign { task_id, .. } => Some(*task_id),
+            _ => None,
         }
     }
 }
@@ -172,26 +234,30 @@ pub enum Reply {
     Poll(Poll),
     /// `search`.
     Results(SearchResults),
+    /// `poll.vote`: the vote was counted; the poll with its new tally
+    /// (the WebSocket and HTTP answer `ok`, chat shows the tally).
+    Voted(Poll),
+    /// `reason`: the answer.
+    Reason(ReasonAnswer),
+    /// `help`: what was asked about (rendered per platform from the catalog).
+    Help {
+        /// The command asked about, if any.
+        command: Option<String>,
+    },
 }
 
 impl Core {
-    /// Applies a command for a caller: checks the role, validates, runs it
-    /// (one transaction for a state change) and returns the reply.
-    pub async fn execute(&self, caller: &Caller, cmd: Command) -> Result<Reply, CoreError> {
-        let need = self
-            .catalog
-            .get(cmd.name())
-            .map(|c| c.role)
-            .ok_or_else(|| {
-                CoreError::Internal(format!("{} is not in the command catalog", cmd.name()))
-            })?;
-        if caller.role < need {
-            return Err(CoreError::Forbidden(format!(
-                "{} needs role {need} (you are {})",
-                cmd.name(),
-                caller.role
-            )));
-        }
+    /// Applies a command for a caller: validates, runs it (one transaction
+    /// for a state change) and returns the reply. It enforces no policy
+    /// (role, rate, platform): front doors go through `dispatch`, which
+    /// does; only `dispatch` and the CLI (an admin writing to its own
+    /// database) call this. With `deltas`, a `reason` streams its pieces there.
+    pub(crate) async fn execute(
+        &self,
+        caller: &Caller,
+        cmd: Command,
+        deltas: Option<mpsc::Sender<String>>,
+    ) -> Result<Reply, CoreError> {
         match cmd {
             Command::TaskCreate(new) => Ok(Reply::Task(Some(self.create_task(caller, new).await?))),
             Command::TaskClaim { task_id, lease_s } => Ok(Reply::Task(
@@ -247,14 +313,26 @@ impl Core {
             Command::Agents => Ok(Reply::Agents(self.agent_views().await?)),
             Command::PollOpen(new) => Ok(Reply::Poll(self.open_poll(caller, new).await?)),
             Command::PollVote { poll_id, option } => {
+                let poll_id = match poll_id {
+                    Some(id) => id,
+                    None => self.newest_open_poll(caller.platform).await?.id,
+                };
                 self.vote_poll(caller, poll_id, option).await?;
-                Ok(Reply::Ok)
+                Ok(Reply::Voted(self.get_poll(poll_id).await?))
             }
             Command::PollClose { poll_id } => {
                 Ok(Reply::Poll(self.close_poll(caller, poll_id).await?))
             }
-            Command::PollGet { poll_id } => Ok(Reply::Poll(self.get_poll(poll_id).await?)),
+            Command::PollGet { poll_id } => Ok(Reply::Poll(match poll_id {
+                Some(id) => self.get_poll(id).await?,
+                None => self.newest_open_poll(caller.platform).await?,
+            })),
             Command::Search(req) => Ok(Reply::Results(self.search(caller, req).await?)),
+            Command::Reason { prompt, mode, .. } => {
+                let mode = self.check_reason(caller, &prompt, &mode)?;
+                Ok(Reply::Reason(self.reason(&prompt, mode, deltas).await?))
+            }
+            Command::Help { command } => Ok(Reply::Help { command }),
         }
     }
 }

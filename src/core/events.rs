@@ -227,13 +227,6 @@ impl super::Core {
     }
 }
 
-/// A sink that drops everything, for the CLI (no one is connected to it).
-pub struct NoSink;
-
-impl EventSink for NoSink {
-    fn publish(&self, _events: &[CommittedEvent]) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

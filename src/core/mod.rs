@@ -1,7 +1,7 @@
 //! The coordination core: tasks under leases, agents, durable events,
 //! messages, polls and search. No Discord, Twitch, WebSocket or SQL types: front doors parse
-//! into [`command::Command`], [`Core::execute`] applies it, and they render
-//! the [`command::Reply`].
+//! into [`command::Command`], hand it to [`crate::dispatch`] (which applies
+//! the policy and calls the core), and render the [`command::Reply`].
 
 pub mod acks;
 pub mod agents;
@@ -44,8 +44,6 @@ pub struct Core {
     pub catalog: Arc<crate::catalog::Catalog>,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
-    /// Commands served and refused per platform, open event streams.
-    pub front_doors: crate::observe::FrontDoorStats,
     started: Instant,
 }
 
@@ -69,7 +67,6 @@ impl Core {
             limits,
             polls_cfg,
             acks: AckBook::default(),
-            front_doors: Default::default(),
             started: Instant::now(),
         })
     }
@@ -77,15 +74,6 @@ impl Core {
     /// Seconds since this core started.
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
-    }
-
-    /// The rate-limit class of a request type (`msg.send`, ...), from the
-    /// catalog; `requests` for anything it does not list (ping).
-    pub fn rate_class<'a>(&'a self, request: &'a str) -> &'a str {
-        self.catalog
-            .get(request)
-            .map(|c| c.rate_class.as_str())
-            .unwrap_or(crate::limits::REQUESTS)
     }
 
     /// Checks a text field against `limits.max_text_chars` (and emptiness).

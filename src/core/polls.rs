@@ -355,38 +355,6 @@ impl Core {
             .ok_or_else(|| CoreError::NotFound("there is no open poll to vote in".into()))
     }
 
-    /// Chat's `vote` (`!vote 2`): in the named poll or the newest open one
-    /// the caller's platform may vote in; returns the poll with its tally.
-    pub async fn chat_vote(
-        &self,
-        caller: &Caller,
-        poll_id: Option<i64>,
-        option: i64,
-    ) -> Result<Poll, CoreError> {
-        let poll_id = match poll_id {
-            Some(id) => id,
-            None => self.newest_open_poll(caller.platform).await?.id,
-        };
-        self.execute(
-            caller,
-            super::command::Command::PollVote { poll_id, option },
-        )
-        .await?;
-        self.get_poll(poll_id).await
-    }
-
-    /// Chat's `poll` (`!poll`): the named poll or the newest open one.
-    pub async fn chat_poll(
-        &self,
-        caller: &Caller,
-        poll_id: Option<i64>,
-    ) -> Result<Poll, CoreError> {
-        match poll_id {
-            Some(id) => self.get_poll(id).await,
-            None => self.newest_open_poll(caller.platform).await,
-        }
-    }
-
     /// Closes an open poll (operators) with its final tally; `poll.closed`
     /// goes to the same agents as `poll.opened`. `conflict` when already closed.
     pub async fn close_poll(&self, _caller: &Caller, poll_id: i64) -> Result<Poll, CoreError> {

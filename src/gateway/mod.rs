@@ -1,18 +1,19 @@
-//! Front doors on the HTTP listener: the agent WebSocket (`/ws`) and the
-//! HTTP endpoints. Each parses into the core's command model and renders
-//! its replies; none touches the database directly.
+//! The front doors: the agent WebSocket (`/ws`), the HTTP API and the
+//! dashboard on the HTTP listener, Discord and Twitch beside them. Each
+//! parses its input into the core's [`Command`](crate::core::command::Command),
+//! hands it to the [`Dispatcher`] and renders the reply. Reads that are not
+//! commands (the dashboard's snapshot, autocomplete, presence) call the
+//! core's read methods; no front door runs SQL.
 
-pub mod api;
 pub mod dashboard;
 pub mod discord;
 pub mod http;
-pub mod rest;
 pub mod twitch;
 pub mod ws;
 
 use crate::config::Config;
 use crate::core::Core;
-use crate::limits::RateLimits;
+use crate::dispatch::Dispatcher;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
@@ -26,8 +27,8 @@ pub struct AppState {
     pub core: Arc<Core>,
     /// The loaded configuration.
     pub cfg: Arc<Config>,
-    /// Per-caller rate limits.
-    pub rate_limits: Arc<RateLimits>,
+    /// The one path commands take (rate limits, roles, metrics).
+    pub dispatch: Arc<Dispatcher>,
     /// Fired at shutdown: connections close with 1001.
     pub shutdown: CancellationToken,
     /// Open WebSocket sessions, waited for at shutdown.
@@ -39,20 +40,13 @@ pub struct AppState {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.server.max_body_bytes;
-    let (api_routes, doc) = rest::router();
-    let doc = rest::openapi_json(&doc);
+    let (api_routes, doc) = http::api_router();
+    let doc = http::openapi::openapi_json(&doc);
     Router::new()
         .route("/ws", get(ws::upgrade))
-        .route("/health", get(http::health))
-        .route("/ready", get(http::ready))
-        .route("/metrics", get(http::metrics))
-        .route("/api/reason", post(api::reason))
-        .route("/api/reason/stream", post(api::reason_stream))
-        .route("/api/polls", post(api::poll_open))
-        .route("/api/polls/{id}", get(api::poll_get))
-        .route("/api/polls/{id}/vote", post(api::poll_vote))
-        .route("/api/polls/{id}/close", post(api::poll_close))
-        .route("/api/search", get(api::search))
+        .route("/health", get(http::probe::health))
+        .route("/ready", get(http::probe::ready))
+        .route("/metrics", get(http::probe::metrics))
         .route(
             "/api/openapi.json",
             get(move || {
@@ -75,8 +69,11 @@ pub fn router(state: AppState) -> Router {
             "/discord/interactions",
             post(discord::http_endpoint::interactions),
         )
-        .fallback(http::not_found)
-        .method_not_allowed_fallback(http::method_not_allowed)
+        .fallback(http::probe::not_found)
+        .method_not_allowed_fallback(http::probe::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod catalog_walk;

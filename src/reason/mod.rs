@@ -152,24 +152,6 @@ impl fmt::Debug for ReasonConfig {
     }
 }
 
-impl ReasonConfig {
-    /// Overrides base URL, model and API key from [`ENV_BASE_URL`],
-    /// [`ENV_MODEL`] and [`ENV_API_KEY`] as looked up by `var` (pass
-    /// `|name| std::env::var(name).ok()`); empty values are ignored.
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
-        let set = |name: &str| var(name).filter(|value| !value.trim().is_empty());
-        if let Some(url) = set(ENV_BASE_URL) {
-            self.base_url = Some(url);
-        }
-        if let Some(model) = set(ENV_MODEL) {
-            self.model = model;
-        }
-        if let Some(key) = set(ENV_API_KEY) {
-            self.api_key = Some(key);
-        }
-    }
-}
-
 /// Why a [`ReasonConfig`] cannot be used; reported at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum ReasonConfigError {
@@ -776,20 +758,6 @@ mod tests {
         assert_eq!((cfg.cache_ttl_s, cfg.max_prompt_chars), (3600, 8000));
         assert!(cfg.logprobs);
         assert_eq!((cfg.budget_per_min, cfg.budget_burst), (10, 5));
-    }
-
-    #[test]
-    fn env_overrides_base_url_model_and_key_but_not_with_empty_values() {
-        let mut cfg = ReasonConfig::default();
-        cfg.apply_env(|name| match name {
-            ENV_BASE_URL => Some("http://127.0.0.1:11434/v1".into()),
-            ENV_MODEL => Some("llama3.2".into()),
-            ENV_API_KEY => Some(" ".into()),
-            _ => None,
-        });
-        assert_eq!(cfg.base_url.as_deref(), Some("http://127.0.0.1:11434/v1"));
-        assert_eq!(cfg.model, "llama3.2");
-        assert_eq!(cfg.api_key, None);
     }
 
     #[test]

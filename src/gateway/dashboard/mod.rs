@@ -5,13 +5,14 @@
 //! agent token like `/api`; the page's actions (create, cancel, broadcast)
 //! always call `/api` with the operator token the user enters.
 
-use super::api::{ApiCaller, ApiError};
-use super::rest::{self, EventView, PlatformsView};
+use super::http::caller::{ApiCaller, ApiError};
+use super::http::events::{self as rest, EventView};
+use super::http::status::{platforms, PlatformsView};
 use super::AppState;
 use crate::clock::{now_ms, rfc3339};
 use crate::core::model::{AgentStats, AgentView, StatusReport, Task, TaskState};
 use crate::core::stats::THROUGHPUT_MINUTES;
-use crate::observe::PlatformCommands;
+use crate::dispatch::PlatformCommands;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -139,8 +140,8 @@ pub async fn snapshot(
         .collect();
     Ok(Json(Snapshot {
         status: core.status(),
-        platforms: rest::platforms(&app),
-        commands: core.front_doors.snapshot(),
+        platforms: platforms(&app),
+        commands: app.dispatch.stats().snapshot(),
         agents: core.agent_views().await?,
         tasks,
         stats: core.all_agent_stats().await?,

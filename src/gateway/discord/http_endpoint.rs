@@ -6,7 +6,7 @@
 //! and is answered in the HTTP response (deferred work follows by REST).
 
 use super::interactions::Outcome;
-use crate::gateway::http::json_error;
+use crate::gateway::http::probe::json_error;
 use crate::gateway::AppState;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -1,17 +1,16 @@
 //! The one interaction handler both transports share: it takes a parsed
 //! interaction (from the gateway or from `POST /discord/interactions`),
-//! resolves the caller's role, applies the per-user rate limit, runs the
-//! command through the core and says how to answer. It sends nothing itself.
+//! resolves the caller's role, parses the command, hands it to the
+//! dispatcher and says how to answer. It sends nothing itself.
 
 use super::render;
-use crate::catalog::{ArgValue, Args, CommandSpec, Invocation, OptionKind, Surface};
+use crate::catalog::{ArgValue, Args, CommandSpec, OptionKind, Surface};
 use crate::config::DiscordConfig;
-use crate::core::command::Command;
+use crate::core::command::{Command, Reply};
 use crate::core::error::CoreError;
 use crate::core::model::{Caller, Platform, Role, TaskState};
 use crate::core::Core;
-use crate::limits::RateLimits;
-use crate::reason::Mode;
+use crate::dispatch::{parse, Admitted, Dispatcher};
 use dashmap::DashMap;
 use serenity::builder::{
     CreateAutocompleteResponse, CreateInteractionResponse, CreateInteractionResponseMessage,
@@ -55,8 +54,8 @@ pub enum FollowUp {
         token: String,
         /// The question.
         prompt: String,
-        /// The checked mode.
-        mode: Mode,
+        /// The admitted `reason` command (its budget already spent).
+        admitted: Admitted,
     },
 }
 
@@ -80,7 +79,7 @@ impl<'a> Who<'a> {
 /// Runs interactions through the core; one per process, shared by both transports.
 pub struct InteractionHandler {
     core: Arc<Core>,
-    rate_limits: Arc<RateLimits>,
+    dispatch: Arc<Dispatcher>,
     roles: std::collections::BTreeMap<String, Role>,
     users: std::collections::BTreeMap<String, Role>,
     /// When each limited user was last told, and until when that notice holds.
@@ -129,10 +128,10 @@ fn to_args(spec: &CommandSpec, options: &[CommandDataOption]) -> Result<Args, Co
 
 impl InteractionHandler {
     /// A handler over the core, the shared rate limits and the role maps of `cfg`.
-    pub fn new(core: Arc<Core>, rate_limits: Arc<RateLimits>, cfg: &DiscordConfig) -> Self {
+    pub fn new(dispatch: Arc<Dispatcher>, cfg: &DiscordConfig) -> Self {
         InteractionHandler {
-            core,
-            rate_limits,
+            core: dispatch.core().clone(),
+            dispatch,
             roles: cfg.roles.clone(),
             users: cfg.users.clone(),
             told_limited: DashMap::new(),
@@ -163,14 +162,13 @@ impl InteractionHandler {
         }
     }
 
-    /// Counts one request; None when it may run. A limited user is told
-    /// once per limited window (later refusals in the same window are silent).
-    fn rate_refusal(&self, who: &Who<'_>, caller: &Caller, class: &str) -> Option<Outcome> {
-        let user_id = who.user.id.get();
-        let key = format!("discord:{user_id}");
-        let Err(limited) = self.rate_limits.check(&key, caller.role, class) else {
-            return None;
+    /// Renders an error; a rate-limited user is told once per limited
+    /// window, later refusals in the same window get no answer.
+    fn refusal(&self, who: &Who<'_>, e: &CoreError) -> Outcome {
+        let CoreError::RateLimited { retry_after_ms, .. } = e else {
+            return error(e);
         };
+        let user_id = who.user.id.get();
         let now = Instant::now();
         if self
             .told_limited
@@ -182,18 +180,17 @@ impl InteractionHandler {
                 user = user_id,
                 "limited again; not told twice"
             );
-            return Some(Outcome::Silent);
+            return Outcome::Silent;
         }
-        let wait = Duration::from_millis(limited.retry_after_ms);
+        let wait = Duration::from_millis(*retry_after_ms);
         self.told_limited.insert(user_id, now + wait);
         if self.told_limited.len() > 10_000 {
             self.told_limited.retain(|_, until| *until > now);
         }
-        let secs = limited.retry_after_ms.div_ceil(1000).max(1);
-        Some(message(render::notice(&format!(
-            "You are going too fast ({} limit); try again in {secs} s.",
-            limited.class
-        ))))
+        let secs = retry_after_ms.div_ceil(1000).max(1);
+        message(render::notice(&format!(
+            "You are going too fast; try again in {secs} s. ({e})"
+        )))
     }
 
     /// Answers any interaction. Pings are answered by the transports.
@@ -229,51 +226,37 @@ impl InteractionHandler {
                 "/{name} is not a command here; try /help"
             )));
         };
-        if let Some(o) = self.rate_refusal(&who, &caller, &spec.rate_class) {
-            return o;
+        let cmd =
+            match to_args(spec, &options).and_then(|a| parse::chat_command(spec.ws_type(), &a)) {
+                Ok(cmd) => cmd,
+                Err(e) => return error(&e),
+            };
+        if let Command::Reason { prompt, .. } = &cmd {
+            let prompt = prompt.clone();
+            return match self.dispatch.admit(&caller, cmd) {
+                Ok(admitted) => Outcome::Deferred {
+                    response: CreateInteractionResponse::Defer(
+                        CreateInteractionResponseMessage::new(),
+                    ),
+                    follow_up: FollowUp::Reason {
+                        token: c.token.clone(),
+                        prompt,
+                        admitted,
+                    },
+                },
+                Err(e) => self.refusal(&who, &e),
+            };
         }
-        let invocation = match to_args(spec, &options).and_then(|a| spec.invocation(&a)) {
-            Ok(i) => i,
-            Err(e) => return error(&e),
-        };
-        match invocation {
-            Invocation::Core(cmd) => {
-                // Search results can quote direct messages the caller may
-                // read: only the caller sees them.
-                let private = matches!(cmd, Command::Search(_));
-                match crate::observe::execute(&self.core, &caller, cmd).await {
-                    Ok(reply) => message(render::reply_message(&reply).ephemeral(private)),
-                    Err(e) => error(&e),
-                }
-            }
-            Invocation::Vote { poll_id, option } => {
-                match self.core.chat_vote(&caller, poll_id, option).await {
-                    Ok(p) => message(render::poll_message(&p)),
-                    Err(e) => error(&e),
-                }
-            }
-            Invocation::ShowPoll { poll_id } => match self.core.chat_poll(&caller, poll_id).await {
-                Ok(p) => message(render::poll_message(&p)),
-                Err(e) => error(&e),
-            },
-            Invocation::Help { command } => message(render::help_message(
+        // Search results can quote direct messages the caller may read:
+        // only the caller sees them.
+        let private = matches!(cmd, Command::Search(_));
+        match self.dispatch.dispatch(&caller, cmd).await {
+            Ok(Reply::Help { command }) => message(render::help_message(
                 &self.help(caller.role, command.as_deref()),
             )),
-            Invocation::Reason { prompt, mode } => {
-                match self.core.check_reason(&caller, &prompt, &mode) {
-                    Ok(mode) => Outcome::Deferred {
-                        response: CreateInteractionResponse::Defer(
-                            CreateInteractionResponseMessage::new(),
-                        ),
-                        follow_up: FollowUp::Reason {
-                            token: c.token.clone(),
-                            prompt,
-                            mode,
-                        },
-                    },
-                    Err(e) => error(&e),
-                }
-            }
+            Ok(Reply::Voted(p)) => message(render::poll_message(&p)),
+            Ok(reply) => message(render::reply_message(&reply).ephemeral(private)),
+            Err(e) => self.refusal(&who, &e),
         }
     }
 
@@ -305,34 +288,29 @@ impl InteractionHandler {
     async fn component(&self, c: ComponentInteraction) -> Outcome {
         let who = Who::of(&c.user, c.member.as_ref());
         let caller = self.caller(&who);
-        if let Some((poll_id, option)) = parse_vote_button(&c.data.custom_id) {
-            if let Some(o) = self.rate_refusal(&who, &caller, self.core.rate_class("poll.vote")) {
-                return o;
-            }
-            return match self.core.chat_vote(&caller, Some(poll_id), option).await {
-                Ok(p) => Outcome::Respond(CreateInteractionResponse::UpdateMessage(
-                    render::poll_message(&p),
-                )),
-                Err(e) => error(&e),
-            };
-        }
-        let cmd = match parse_button(&c.data.custom_id) {
-            Some(cmd) => cmd,
-            None => {
-                return error(&CoreError::bad_request(format!(
-                    "unknown button {:?}",
-                    c.data.custom_id
-                )))
-            }
+        let cmd = match parse_vote_button(&c.data.custom_id) {
+            Some((poll_id, option)) => Command::PollVote {
+                poll_id: Some(poll_id),
+                option,
+            },
+            None => match parse_button(&c.data.custom_id) {
+                Some(cmd) => cmd,
+                None => {
+                    return error(&CoreError::bad_request(format!(
+                        "unknown button {:?}",
+                        c.data.custom_id
+                    )))
+                }
+            },
         };
-        if let Some(o) = self.rate_refusal(&who, &caller, self.core.rate_class(cmd.name())) {
-            return o;
-        }
-        match crate::observe::execute(&self.core, &caller, cmd).await {
+        match self.dispatch.dispatch(&caller, cmd).await {
+            Ok(Reply::Voted(p)) => Outcome::Respond(CreateInteractionResponse::UpdateMessage(
+                render::poll_message(&p),
+            )),
             Ok(reply) => Outcome::Respond(CreateInteractionResponse::UpdateMessage(
                 render::reply_message(&reply),
             )),
-            Err(e) => error(&e),
+            Err(e) => self.refusal(&who, &e),
         }
     }
 
@@ -357,7 +335,8 @@ impl InteractionHandler {
         let who = Who::of(&c.user, c.member.as_deref());
         let key = format!("discord-autocomplete:{}", who.user.id.get());
         let allowed = self
-            .rate_limits
+            .dispatch
+            .rate_limits()
             .check(&key, self.role_of(&who), crate::limits::REQUESTS)
             .is_ok();
         let mut resp = CreateAutocompleteResponse::new();

@@ -4,17 +4,20 @@
 //! endpoint `POST /discord/interactions` (when
 //! `SWARMBRIDGE_DISCORD_PUBLIC_KEY` is set). Announcements of task and
 //! broadcast events go to `SWARMBRIDGE_DISCORD_ANNOUNCE_CHANNEL`.
-//! Nothing here touches the database: everything goes through the core.
+//! Commands go through the dispatcher; reads for autocomplete call the core.
 
 pub mod announce;
+pub mod config;
 pub mod http_endpoint;
 pub mod interactions;
 pub mod register;
 pub mod render;
 
 use crate::config::DiscordConfig;
+use crate::core::command::Reply;
+use crate::core::error::CoreError;
 use crate::core::Core;
-use crate::limits::RateLimits;
+use crate::dispatch::Dispatcher;
 use interactions::{FollowUp, InteractionHandler, Outcome};
 use serenity::all::{Context, EventHandler, GatewayIntents, Interaction, Ready};
 use serenity::builder::EditInteractionResponse;
@@ -67,6 +70,7 @@ pub struct Discord {
     /// Checks signatures on `POST /discord/interactions` (None: endpoint off).
     pub verifier: Option<Verifier>,
     core: Arc<Core>,
+    dispatch: Arc<Dispatcher>,
     follow_ups: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -76,8 +80,7 @@ impl Discord {
     /// shutdown) and stop when `shutdown` fires.
     pub fn new(
         cfg: &DiscordConfig,
-        core: Arc<Core>,
-        rate_limits: Arc<RateLimits>,
+        dispatch: Arc<Dispatcher>,
         follow_ups: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, DiscordError> {
@@ -92,10 +95,11 @@ impl Discord {
             _ => None,
         };
         Ok(Discord {
-            handler: InteractionHandler::new(core.clone(), rate_limits, cfg),
+            handler: InteractionHandler::new(dispatch.clone(), cfg),
             http: Arc::new(build_http(cfg)),
             verifier,
-            core,
+            core: dispatch.core().clone(),
+            dispatch,
             follow_ups,
             shutdown,
         })
@@ -103,12 +107,11 @@ impl Discord {
 
     /// Runs a follow-up in the background with `http` (the transport's REST client).
     pub fn spawn_follow_up(&self, http: Arc<Http>, follow_up: FollowUp) {
-        let core = self.core.clone();
         let stop = self.shutdown.clone();
         self.follow_ups.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = run_follow_up(core, http, follow_up) => {}
+                _ = run_follow_up(http, follow_up) => {}
             }
         });
     }
@@ -157,14 +160,20 @@ pub fn application_of(interaction: &Interaction) -> Option<ApplicationId> {
 /// Finishes deferred work: for `reason`, streams the answer into the
 /// original response (at most one edit per [`EDIT_INTERVAL`]) and ends
 /// with the full answer or the error.
-pub async fn run_follow_up(core: Arc<Core>, http: Arc<Http>, follow_up: FollowUp) {
+pub async fn run_follow_up(http: Arc<Http>, follow_up: FollowUp) {
     let FollowUp::Reason {
         token,
         prompt,
-        mode,
+        admitted,
     } = follow_up;
     let (tx, mut rx) = mpsc::channel::<String>(64);
-    let ask = core.reason(&prompt, mode, Some(tx));
+    let ask = async move {
+        match admitted.run(Some(tx)).await {
+            Ok(Reply::Reason(answer)) => Ok(answer),
+            Ok(_) => Err(CoreError::Internal("unexpected reply".into())),
+            Err(e) => Err(e),
+        }
+    };
     tokio::pin!(ask);
     let mut text = String::new();
     let mut last_edit = Instant::now();
@@ -214,7 +223,7 @@ struct GatewayEvents {
 #[serenity::async_trait]
 impl EventHandler for GatewayEvents {
     async fn ready(&self, _ctx: Context, ready: Ready) {
-        self.discord.core.front_doors.set_discord_link(true);
+        self.discord.dispatch.stats().set_discord_link(true);
         tracing::info!(
             platform = "discord",
             user = %ready.user.name,
@@ -265,7 +274,7 @@ pub async fn run_gateway(discord: Arc<Discord>, cfg: DiscordConfig, stop: Cancel
                 return;
             }
             r = client.start() => {
-                discord.core.front_doors.set_discord_link(false);
+                discord.dispatch.stats().set_discord_link(false);
                 match r {
                     Ok(()) => tracing::warn!(platform = "discord", "gateway client ended"),
                     Err(e) => tracing::error!(platform = "discord", error = %e, "gateway client failed"),

@@ -171,7 +171,10 @@ pub fn poll_message(p: &crate::core::polls::Poll) -> CreateInteractionResponseMe
 pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
     let msg = CreateInteractionResponseMessage::new();
     match reply {
-        Reply::Poll(p) => poll_message(p),
+        Reply::Poll(p) | Reply::Voted(p) => poll_message(p),
+        Reply::Reason(a) => msg.embed(reason_embed("", &a.text, Some(a))),
+        // the handler answers help from the catalog; this is the fallback
+        Reply::Help { .. } => notice("Try /help."),
         Reply::Results(r) => msg.embed(
             CreateEmbed::new()
                 .title(format!(

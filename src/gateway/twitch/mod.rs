@@ -9,15 +9,18 @@
 //! Without an OAuth token the bot joins anonymously and only reads.
 
 pub mod announce;
+pub mod config;
 pub mod outbound;
 pub mod render;
 pub mod transport;
 
-use crate::catalog::{CommandSpec, Invocation, Surface};
+use crate::catalog::{CommandSpec, Surface};
 use crate::config::TwitchConfig;
+use crate::core::command::{Command, Reply};
+use crate::core::error::CoreError;
 use crate::core::model::{Caller, Platform, Role};
 use crate::core::Core;
-use crate::limits::RateLimits;
+use crate::dispatch::{parse, Admitted, Dispatcher};
 use async_trait::async_trait;
 use outbound::{ChatSink, OutLine, Outbound};
 use std::collections::{HashMap, HashSet};
@@ -68,9 +71,8 @@ pub fn describe(cfg: &TwitchConfig) -> String {
 /// Prepares the front door (claiming the process's Twitch slot) and returns
 /// the task to spawn; it runs until `shutdown` and stops everything it started.
 pub fn start(
-    core: Arc<Core>,
+    dispatch: Arc<Dispatcher>,
     cfg: Arc<TwitchConfig>,
-    limits: Arc<RateLimits>,
     shutdown: CancellationToken,
 ) -> Result<impl Future<Output = ()> + Send + 'static, TwitchError> {
     let stop = shutdown.child_token();
@@ -85,9 +87,9 @@ pub fn start(
     let guard = transport::install(link.clone())?;
     Ok(async move {
         if cfg.server.is_some() {
-            run::<PlainTransport>(core, cfg, limits, link, stop).await;
+            run::<PlainTransport>(dispatch, cfg, link, stop).await;
         } else {
-            run::<TlsTransport>(core, cfg, limits, link, stop).await;
+            run::<TlsTransport>(dispatch, cfg, link, stop).await;
         }
         drop(guard);
     })
@@ -123,8 +125,8 @@ struct Cooldown {
 /// The inbound side: turns chat lines into commands and replies.
 struct Door {
     core: Arc<Core>,
+    dispatch: Arc<Dispatcher>,
     cfg: Arc<TwitchConfig>,
-    limits: Arc<RateLimits>,
     outbound: Arc<Outbound>,
     link: Arc<Link>,
     login: String,
@@ -135,12 +137,12 @@ struct Door {
 }
 
 async fn run<T: Transport>(
-    core: Arc<Core>,
+    dispatch: Arc<Dispatcher>,
     cfg: Arc<TwitchConfig>,
-    limits: Arc<RateLimits>,
     link: Arc<Link>,
     stop: CancellationToken,
 ) {
+    let core = dispatch.core().clone();
     let token = cfg.token().map(str::to_string);
     let answering = token.is_some();
     let creds = match token {
@@ -193,8 +195,8 @@ async fn run<T: Transport>(
     }
     let mut door = Door {
         core,
+        dispatch,
         cfg,
-        limits,
         outbound,
         link,
         login,
@@ -350,82 +352,75 @@ impl Door {
                 return;
             }
         }
-        let identity = format!("twitch:{viewer}");
-        if let Err(l) = self.limits.check(&identity, role, &spec.rate_class) {
-            self.outbound.push_reply(
-                &channel,
-                Some("\u{0}limited"),
-                &m.message_id,
-                &viewer,
-                format!(
-                    "slow down, try again in {}s",
-                    l.retry_after_ms.div_ceil(1000).max(1)
-                ),
-            );
-            return;
-        }
         let caller = Caller {
-            identity,
+            identity: format!("twitch:{viewer}"),
             role,
             capabilities: vec![],
             platform: Platform::Twitch,
         };
-        let invocation = spec
+        let cmd = match spec
             .parse_positional(args)
-            .and_then(|a| spec.invocation(&a));
-        let body = match invocation {
+            .and_then(|a| parse::chat_command(spec.ws_type(), &a))
+        {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                let body = render::error(&e);
+                return self
+                    .outbound
+                    .push_reply(&channel, None, &m.message_id, &viewer, body);
+            }
+        };
+        let reply = if matches!(cmd, Command::Reason { .. }) {
+            match self.ask(&caller, cmd, &channel, &m.message_id, tasks) {
+                Ok(()) => return,
+                Err(e) => Err(e),
+            }
+        } else {
+            self.dispatch.dispatch(&caller, cmd).await
+        };
+        let body = match reply {
+            Ok(Reply::Help { command }) => self.help(command.as_deref(), role),
+            Ok(r) => render::reply(&r),
+            Err(CoreError::RateLimited { retry_after_ms, .. }) => {
+                return self.outbound.push_reply(
+                    &channel,
+                    Some("\u{0}limited"),
+                    &m.message_id,
+                    &viewer,
+                    format!(
+                        "slow down, try again in {}s",
+                        retry_after_ms.div_ceil(1000).max(1)
+                    ),
+                );
+            }
             Err(e) => render::error(&e),
-            Ok(Invocation::Core(cmd)) => match crate::observe::execute(&core, &caller, cmd).await {
-                Ok(r) => render::reply(&r),
-                Err(e) => render::error(&e),
-            },
-            Ok(Invocation::Help { command }) => self.help(command.as_deref(), role),
-            Ok(Invocation::Vote { poll_id, option }) => {
-                match core.chat_vote(&caller, poll_id, option).await {
-                    Ok(p) => format!("vote counted: {}", render::poll_line(&p)),
-                    Err(e) => render::error(&e),
-                }
-            }
-            Ok(Invocation::ShowPoll { poll_id }) => match core.chat_poll(&caller, poll_id).await {
-                Ok(p) => render::poll_line(&p),
-                Err(e) => render::error(&e),
-            },
-            Ok(Invocation::Reason { prompt, mode }) => {
-                match self.ask(&caller, prompt, &mode, &channel, &m.message_id, tasks) {
-                    Some(body) => body,
-                    None => return,
-                }
-            }
         };
         self.outbound
             .push_reply(&channel, key.as_deref(), &m.message_id, &viewer, body);
     }
 
-    /// Starts a reasoning question in the background; returns a line to
-    /// send now when it cannot start.
+    /// Admits a reasoning question and answers it in the background; the
+    /// error to answer now when it cannot start.
     fn ask(
         &self,
         caller: &Caller,
-        prompt: String,
-        mode: &str,
+        cmd: Command,
         channel: &str,
         msg_id: &str,
         tasks: &mut JoinSet<()>,
-    ) -> Option<String> {
+    ) -> Result<(), CoreError> {
         if !self.core.reasoner.is_configured() {
-            return Some(format!(
+            return Err(CoreError::Unavailable(format!(
                 "{}ask is not configured on this bot",
                 self.cfg.prefix
-            ));
+            )));
         }
-        let mode = match self.core.check_reason(caller, &prompt, mode) {
-            Ok(m) => m,
-            Err(e) => return Some(render::error(&e)),
-        };
         let Ok(permit) = self.asks.clone().try_acquire_owned() else {
-            return Some("busy answering others, ask again in a moment".into());
+            return Err(CoreError::Unavailable(
+                "busy answering others, ask again in a moment".into(),
+            ));
         };
-        let core = self.core.clone();
+        let admitted: Admitted = self.dispatch.admit(caller, cmd)?;
         let outbound = self.outbound.clone();
         let stop = self.stop.clone();
         let (channel, msg_id) = (channel.to_string(), msg_id.to_string());
@@ -439,15 +434,16 @@ impl Door {
             let _permit = permit;
             let answer = tokio::select! {
                 _ = stop.cancelled() => return,
-                a = core.reason(&prompt, mode, None) => a,
+                a = admitted.run(None) => a,
             };
             let body = match answer {
-                Ok(a) => render::fit_words(&render::clean(&a.text), max),
+                Ok(Reply::Reason(a)) => render::fit_words(&render::clean(&a.text), max),
+                Ok(other) => render::reply(&other),
                 Err(e) => render::error(&e),
             };
             outbound.push_reply(&channel, None, &msg_id, &viewer, body);
         });
-        None
+        Ok(())
     }
 
     fn help(&self, command: Option<&str>, role: Role) -> String {

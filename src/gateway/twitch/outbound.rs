@@ -4,9 +4,11 @@
 //! - at most `messages` lines per `window` in channels where the bot is not
 //!   moderator, `moderator_messages` where it is (known from USERSTATE),
 //!   enforced with governor quotas that cannot exceed the count in any window;
-//! - replies to the same question coalesce: while a reply for a key waits,
-//!   later askers join it and are named in the one line; asking again what
-//!   was just answered (same text) gets a merged "answered above";
+//! - replies to the same question coalesce: a reply for a key waits
+//!   `coalesce_ms` after the first ask, later askers join it and are named
+//!   in the one line, which carries the answer (a burst of 100 `!status`
+//!   is one line); asked again after it went out, the answer goes out again
+//!   with the new askers' names;
 //! - the same text is never sent to a channel twice within
 //!   `duplicate_window` (replies are dropped, announcements varied);
 //! - the queue is bounded: the oldest line is dropped and counted, and the
@@ -26,9 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// Coalescing key of the "answered above" notices.
-const ABOVE: &str = "\u{0}above";
 
 /// One line ready to go out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +64,8 @@ struct Pending {
     viewers: Vec<String>,
     text: String,
     at: Instant,
+    /// Not sent before this (a coalescing reply waits for equal asks).
+    ready_at: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +73,6 @@ struct ChannelState {
     moderator: bool,
     joined_epoch: Option<u64>,
     recent: VecDeque<(Instant, String)>,
-    answered: HashMap<String, (Instant, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -172,10 +172,9 @@ impl Outbound {
         true
     }
 
-    /// Queues `body` as a reply to `viewer`'s message `msg_id`. With a `key`
-    /// it coalesces: it joins a waiting reply of the same key, or, when the
-    /// same answer went out within the duplicate window, becomes (or joins)
-    /// an "answered above" notice.
+    /// Queues `body` as a reply to `viewer`'s message `msg_id`. With a
+    /// `key` it coalesces: it joins a waiting reply of the same key (taking
+    /// the newer answer), or waits `coalesce_ms` for equal asks to join it.
     pub fn push_reply(
         &self,
         channel: &str,
@@ -185,24 +184,10 @@ impl Outbound {
         body: String,
     ) {
         let now = Instant::now();
-        let dup_window = Duration::from_millis(self.cfg.duplicate_window_ms);
         let mut q = self.lock();
-        let mut key = key.map(str::to_string);
-        let mut body = body;
-        if let Some(k) = &key {
-            let answered = q
-                .channels
-                .get(channel)
-                .and_then(|c| c.answered.get(k))
-                .is_some_and(|(at, b)| now.duration_since(*at) < dup_window && *b == body);
-            if answered {
-                key = Some(ABOVE.to_string());
-                body = "answered above ↑".to_string();
-            }
-        }
-        if let Some(k) = &key {
+        if let Some(k) = key {
             if let Some(p) = q.items.iter_mut().find(|p| {
-                p.kind == Kind::Reply && p.channel == channel && p.key.as_ref() == Some(k)
+                p.kind == Kind::Reply && p.channel == channel && p.key.as_deref() == Some(k)
             }) {
                 if !p.viewers.iter().any(|v| v == viewer) {
                     p.viewers.push(viewer.to_string());
@@ -212,14 +197,20 @@ impl Outbound {
                 return;
             }
         }
+        let hold = if key.is_some() {
+            Duration::from_millis(self.cfg.coalesce_ms)
+        } else {
+            Duration::ZERO
+        };
         q.items.push_back(Pending {
             channel: channel.to_string(),
             kind: Kind::Reply,
-            key,
+            key: key.map(str::to_string),
             reply_to: Some(msg_id.to_string()),
             viewers: vec![viewer.to_string()],
             text: body,
             at: now,
+            ready_at: now + hold,
         });
         self.trim(&mut q);
         drop(q);
@@ -237,6 +228,7 @@ impl Outbound {
             viewers: Vec::new(),
             text,
             at: Instant::now(),
+            ready_at: Instant::now(),
         });
         self.trim(&mut q);
         drop(q);
@@ -328,6 +320,13 @@ impl Outbound {
                 i += 1;
                 continue;
             }
+            let ready_at = q.items[i].ready_at;
+            if ready_at > now {
+                let w = ready_at - now;
+                wait = Some(wait.map_or(w, |x: Duration| x.min(w)));
+                i += 1;
+                continue;
+            }
             let dropped = q.dropped_announcements;
             let mut text = self.compose(&q.items[i], dropped);
             let kind = q.items[i].kind;
@@ -371,11 +370,6 @@ impl Outbound {
             }
             let ch = q.channels.entry(channel.clone()).or_default();
             ch.recent.push_back((now, text.clone()));
-            if let Some(k) = p.key.filter(|k| k != ABOVE) {
-                ch.answered.insert(k, (now, p.text));
-                ch.answered
-                    .retain(|_, (at, _)| now.duration_since(*at) < dup_window);
-            }
             return Next::Send(OutLine {
                 channel,
                 reply_to: p.reply_to,
@@ -401,6 +395,7 @@ impl Outbound {
             viewers: Vec::new(),
             text: line.text,
             at: Instant::now(),
+            ready_at: Instant::now(),
         });
     }
 
@@ -467,9 +462,11 @@ mod tests {
         })
     }
 
+    /// What goes out once every coalescing reply is due.
     fn drain(o: &Outbound) -> Vec<OutLine> {
+        let due = Instant::now() + Duration::from_millis(o.cfg.coalesce_ms);
         let mut lines = Vec::new();
-        while let Next::Send(l) = o.take_next(Instant::now(), 1) {
+        while let Next::Send(l) = o.take_next(due, 1) {
             lines.push(l);
         }
         lines
@@ -486,15 +483,40 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].text, "@alice @bob @carol 2 online");
         assert_eq!(lines[0].reply_to.as_deref(), Some("m1"));
-        // asked again right after: one merged "answered above"
+        // asked again after it went out: one more line, with the answer
         o.push_reply("c", Some("status"), "m4", "dave", "2 online".into());
         o.push_reply("c", Some("status"), "m5", "erin", "2 online".into());
         let lines = drain(&o);
         assert_eq!(lines.len(), 1);
-        assert!(
-            lines[0].text.starts_with("@dave @erin answered above"),
-            "{lines:?}"
-        );
+        assert_eq!(lines[0].text, "@dave @erin 2 online", "{lines:?}");
+    }
+
+    #[test]
+    fn a_burst_of_equal_asks_is_one_line_carrying_the_answer() {
+        let o = out(20);
+        o.set_joined("c", 1);
+        for i in 0..100 {
+            let viewer = format!("v{i}");
+            if !o.join_waiting("c", "status", &viewer) {
+                o.push_reply(
+                    "c",
+                    Some("status"),
+                    &format!("m{i}"),
+                    &viewer,
+                    "2 online".into(),
+                );
+            }
+        }
+        // nothing leaves before the coalescing wait is over
+        assert!(matches!(
+            o.take_next(Instant::now(), 1),
+            Next::Wait(Some(_))
+        ));
+        let lines = drain(&o);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].text.starts_with("@v0 @v1 "), "{}", lines[0].text);
+        assert!(lines[0].text.ends_with(" 2 online"), "{}", lines[0].text);
+        assert!(lines[0].text.contains("(+"), "{}", lines[0].text);
     }
 
     #[test]

@@ -184,6 +184,10 @@ pub fn reply(r: &Reply) -> String {
         ),
         Reply::Ok => "done".into(),
         Reply::Poll(p) => poll_line(p),
+        Reply::Voted(p) => format!("vote counted: {}", poll_line(p)),
+        Reply::Reason(a) => fit_words(&clean(&a.text), ASK_MAX_CHARS),
+        // the door answers help from the catalog; this is the fallback
+        Reply::Help { .. } => "try !help".into(),
         Reply::Results(r) if r.results.is_empty() => "nothing found".into(),
         Reply::Results(r) => format!(
             "{}: {}",

@@ -1,241 +1,51 @@
-//! The agent protocol's frames: parsing client frames into the core's
-//! [`Command`] and rendering replies and errors. Field names and error codes
+//! The agent protocol's frames: parsing client frames (commands through the
+//! shared [`parse`]) and rendering replies and errors. Field names and error codes
 //! are the contract in `docs/protocol.md`.
 
 use crate::core::command::{Command, Reply};
 use crate::core::error::CoreError;
-use crate::core::model::{NewTask, TaskState};
-use crate::core::polls::{NewPoll, Voters};
-use crate::core::search::SearchRequest;
+use crate::dispatch::parse;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// Longest client-chosen `id`.
 pub const MAX_ID_CHARS: usize = 64;
 
-/// Every frame a client may send, by `type`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type")]
+/// Every frame a client may send: the session's own frames, or a command.
+#[derive(Debug)]
 pub enum ClientFrame {
     /// Opens the session.
-    #[serde(rename = "hello")]
     Hello {
         /// The agent token.
         token: String,
         /// Replaces the stored capabilities.
-        #[serde(default)]
         capabilities: Option<Vec<String>>,
         /// Replay every event after this `seq`.
-        #[serde(default)]
         resume_from: Option<i64>,
     },
     /// Keep-alive.
-    #[serde(rename = "ping")]
-    Ping {},
+    Ping,
     /// Acknowledges events up to `seq`.
-    #[serde(rename = "ack")]
     Ack {
         /// The newest processed event.
         seq: i64,
     },
-    /// `task.create`
-    #[serde(rename = "task.create")]
-    TaskCreate {
-        /// Title.
-        title: String,
-        /// Body.
-        #[serde(default)]
-        body: Option<String>,
-        /// Priority, higher first.
-        #[serde(default)]
-        priority: Option<i64>,
-        /// Needed capabilities.
-        #[serde(default)]
-        requires: Option<Vec<String>>,
-        /// Labels.
-        #[serde(default)]
-        tags: Option<Vec<String>>,
-        /// Claims allowed.
-        #[serde(default)]
-        max_attempts: Option<i64>,
-    },
-    /// `task.claim`
-    #[serde(rename = "task.claim")]
-    TaskClaim {
-        /// A specific task.
-        #[serde(default)]
-        task_id: Option<i64>,
-        /// Lease seconds.
-        #[serde(default)]
-        lease_s: Option<i64>,
-    },
-    /// `task.renew`
-    #[serde(rename = "task.renew")]
-    TaskRenew {
-        /// The task.
-        task_id: i64,
-        /// Lease seconds.
-        #[serde(default)]
-        lease_s: Option<i64>,
-    },
-    /// `task.progress`
-    #[serde(rename = "task.progress")]
-    TaskProgress {
-        /// The task.
-        task_id: i64,
-        /// What happened.
-        note: String,
-        /// 0 to 100.
-        #[serde(default)]
-        percent: Option<i64>,
-    },
-    /// `task.complete`
-    #[serde(rename = "task.complete")]
-    TaskComplete {
-        /// The task.
-        task_id: i64,
-        /// Any JSON.
-        #[serde(default)]
-        result: Option<Value>,
-    },
-    /// `task.fail`
-    #[serde(rename = "task.fail")]
-    TaskFail {
-        /// The task.
-        task_id: i64,
-        /// Why.
-        error: String,
-        /// Retry while attempts remain (default true).
-        #[serde(default)]
-        retry: Option<bool>,
-    },
-    /// `task.release`
-    #[serde(rename = "task.release")]
-    TaskRelease {
-        /// The task.
-        task_id: i64,
-    },
-    /// `task.get`
-    #[serde(rename = "task.get")]
-    TaskGet {
-        /// The task.
-        task_id: i64,
-    },
-    /// `task.list`
-    #[serde(rename = "task.list")]
-    TaskList {
-        /// Only this state.
-        #[serde(default)]
-        state: Option<String>,
-        /// Only this assignee.
-        #[serde(default)]
-        assignee: Option<String>,
-        /// At most this many.
-        #[serde(default)]
-        limit: Option<i64>,
-    },
-    /// `task.cancel`
-    #[serde(rename = "task.cancel")]
-    TaskCancel {
-        /// The task.
-        task_id: i64,
-        /// Why.
-        #[serde(default)]
-        reason: Option<String>,
-    },
-    /// `task.assign`
-    #[serde(rename = "task.assign")]
-    TaskAssign {
-        /// The task.
-        task_id: i64,
-        /// The agent.
-        agent: String,
-    },
-    /// `msg.send`
-    #[serde(rename = "msg.send")]
-    MsgSend {
-        /// Agent name.
-        to: String,
-        /// The text.
-        text: String,
-    },
-    /// `broadcast`
-    #[serde(rename = "broadcast")]
-    Broadcast {
-        /// The text.
-        text: String,
-        /// Topic.
-        #[serde(default)]
-        topic: Option<String>,
-    },
-    /// `status`
-    #[serde(rename = "status")]
-    Status {},
-    /// `agents`
-    #[serde(rename = "agents")]
-    Agents {},
-    /// `poll.open`
-    #[serde(rename = "poll.open")]
-    PollOpen {
-        /// The question.
-        question: String,
-        /// 2 to 10 options.
-        options: Vec<String>,
-        /// Seconds until it closes by itself.
-        duration_s: i64,
-        /// `agents`, `discord`, `twitch` or `all` (default).
-        #[serde(default)]
-        voters: Option<String>,
-    },
-    /// `poll.vote`
-    #[serde(rename = "poll.vote")]
-    PollVote {
-        /// The poll.
-        poll_id: i64,
-        /// 1-based option.
-        option: i64,
-    },
-    /// `poll.close`
-    #[serde(rename = "poll.close")]
-    PollClose {
-        /// The poll.
-        poll_id: i64,
-    },
-    /// `poll.get`
-    #[serde(rename = "poll.get")]
-    PollGet {
-        /// The poll.
-        poll_id: i64,
-    },
-    /// `search`
-    #[serde(rename = "search")]
-    Search {
-        /// The words to find.
-        query: String,
-        /// At most this many results.
-        #[serde(default)]
-        limit: Option<i64>,
-        /// Only tasks in this state.
-        #[serde(default)]
-        state: Option<String>,
-        /// Only what this agent created, holds, sent or received.
-        #[serde(default)]
-        agent: Option<String>,
-        /// Only items at or after this RFC 3339 time.
-        #[serde(default)]
-        since: Option<String>,
-    },
-    /// `reason`
-    #[serde(rename = "reason")]
-    Reason {
-        /// The prompt.
-        prompt: String,
-        /// The mode.
-        mode: String,
-        /// Stream deltas.
-        #[serde(default)]
-        stream: Option<bool>,
-    },
+    /// A request for the dispatcher, parsed by [`crate::dispatch::parse`].
+    Command(Command),
+}
+
+#[derive(Deserialize)]
+struct HelloFields {
+    token: String,
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    resume_from: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct AckFields {
+    seq: i64,
 }
 
 /// A frame that failed to parse, with the client's `id` when it had one.
@@ -253,7 +63,7 @@ pub fn parse(text: &str) -> Result<(Option<String>, ClientFrame), BadFrame> {
         re: None,
         message: format!("malformed JSON: {e}"),
     })?;
-    let Value::Object(map) = &value else {
+    let Value::Object(map) = value else {
         return Err(BadFrame {
             re: None,
             message: "a frame must be a JSON object".into(),
@@ -275,8 +85,8 @@ pub fn parse(text: &str) -> Result<(Option<String>, ClientFrame), BadFrame> {
             })
         }
     };
-    match map.get("type") {
-        Some(Value::String(_)) => {}
+    let kind = match map.get("type") {
+        Some(Value::String(t)) => t.clone(),
         Some(_) => {
             return Err(BadFrame {
                 re,
@@ -289,189 +99,41 @@ pub fn parse(text: &str) -> Result<(Option<String>, ClientFrame), BadFrame> {
                 message: "missing field `type`".into(),
             })
         }
-    }
-    match serde_json::from_value::<ClientFrame>(value) {
-        Ok(frame) => Ok((re, frame)),
-        Err(e) => Err(BadFrame {
-            re,
-            message: e.to_string().replace("unknown variant", "unknown type"),
-        }),
-    }
+    };
+    let bad = |re: Option<String>, e: String| BadFrame { re, message: e };
+    let frame = match kind.as_str() {
+        "hello" => {
+            let h: HelloFields = serde_json::from_value(Value::Object(map))
+                .map_err(|e| bad(re.clone(), e.to_string()))?;
+            ClientFrame::Hello {
+                token: h.token,
+                capabilities: h.capabilities,
+                resume_from: h.resume_from,
+            }
+        }
+        "ping" => ClientFrame::Ping,
+        "ack" => {
+            let a: AckFields = serde_json::from_value(Value::Object(map))
+                .map_err(|e| bad(re.clone(), e.to_string()))?;
+            ClientFrame::Ack { seq: a.seq }
+        }
+        name => ClientFrame::Command(
+            parse::command(name, map).map_err(|e| bad(re.clone(), e.to_string()))?,
+        ),
+    };
+    Ok((re, frame))
 }
 
 impl ClientFrame {
-    /// The protocol name of the frame, for rate classes and logs.
+    /// The protocol name of the frame, for logs.
     pub fn name(&self) -> &'static str {
         match self {
             ClientFrame::Hello { .. } => "hello",
-            ClientFrame::Ping {} => "ping",
+            ClientFrame::Ping => "ping",
             ClientFrame::Ack { .. } => "ack",
-            ClientFrame::Reason { .. } => "reason",
-            other => other.to_command_name(),
+            ClientFrame::Command(c) => c.name(),
         }
     }
-
-    fn to_command_name(&self) -> &'static str {
-        match self {
-            ClientFrame::TaskCreate { .. } => "task.create",
-            ClientFrame::TaskClaim { .. } => "task.claim",
-            ClientFrame::TaskRenew { .. } => "task.renew",
-            ClientFrame::TaskProgress { .. } => "task.progress",
-            ClientFrame::TaskComplete { .. } => "task.complete",
-            ClientFrame::TaskFail { .. } => "task.fail",
-            ClientFrame::TaskRelease { .. } => "task.release",
-            ClientFrame::TaskGet { .. } => "task.get",
-            ClientFrame::TaskList { .. } => "task.list",
-            ClientFrame::TaskCancel { .. } => "task.cancel",
-            ClientFrame::TaskAssign { .. } => "task.assign",
-            ClientFrame::MsgSend { .. } => "msg.send",
-            ClientFrame::Broadcast { .. } => "broadcast",
-            ClientFrame::Status {} => "status",
-            ClientFrame::Agents {} => "agents",
-            ClientFrame::PollOpen { .. } => "poll.open",
-            ClientFrame::PollVote { .. } => "poll.vote",
-            ClientFrame::PollClose { .. } => "poll.close",
-            ClientFrame::PollGet { .. } => "poll.get",
-            ClientFrame::Search { .. } => "search",
-            _ => "other",
-        }
-    }
-
-    /// The core command this frame asks for; None for session frames
-    /// (`hello`, `ping`, `ack`, `reason`) that the gateway answers itself.
-    pub fn into_command(self) -> Result<Option<Command>, CoreError> {
-        Ok(Some(match self {
-            ClientFrame::Hello { .. }
-            | ClientFrame::Ping {}
-            | ClientFrame::Ack { .. }
-            | ClientFrame::Reason { .. } => return Ok(None),
-            ClientFrame::TaskCreate {
-                title,
-                body,
-                priority,
-                requires,
-                tags,
-                max_attempts,
-            } => Command::TaskCreate(NewTask {
-                title,
-                body: body.unwrap_or_default(),
-                priority: priority.unwrap_or(0),
-                requires: requires.unwrap_or_default(),
-                tags: tags.unwrap_or_default(),
-                max_attempts,
-            }),
-            ClientFrame::TaskClaim { task_id, lease_s } => Command::TaskClaim { task_id, lease_s },
-            ClientFrame::TaskRenew { task_id, lease_s } => Command::TaskRenew { task_id, lease_s },
-            ClientFrame::TaskProgress {
-                task_id,
-                note,
-                percent,
-            } => Command::TaskProgress {
-                task_id,
-                note,
-                percent,
-            },
-            ClientFrame::TaskComplete { task_id, result } => {
-                Command::TaskComplete { task_id, result }
-            }
-            ClientFrame::TaskFail {
-                task_id,
-                error,
-                retry,
-            } => Command::TaskFail {
-                task_id,
-                error,
-                retry: retry.unwrap_or(true),
-            },
-            ClientFrame::TaskRelease { task_id } => Command::TaskRelease { task_id },
-            ClientFrame::TaskGet { task_id } => Command::TaskGet { task_id },
-            ClientFrame::TaskList {
-                state,
-                assignee,
-                limit,
-            } => Command::TaskList {
-                state: state
-                    .map(|s| s.parse::<TaskState>())
-                    .transpose()
-                    .map_err(CoreError::BadRequest)?,
-                assignee,
-                limit,
-            },
-            ClientFrame::TaskCancel { task_id, reason } => Command::TaskCancel { task_id, reason },
-            ClientFrame::TaskAssign { task_id, agent } => Command::TaskAssign { task_id, agent },
-            ClientFrame::MsgSend { to, text } => Command::MsgSend { to, text },
-            ClientFrame::Broadcast { text, topic } => Command::Broadcast { text, topic },
-            ClientFrame::Status {} => Command::Status,
-            ClientFrame::Agents {} => Command::Agents,
-            ClientFrame::PollOpen {
-                question,
-                options,
-                duration_s,
-                voters,
-            } => Command::PollOpen(NewPoll {
-                question,
-                options,
-                duration_s,
-                voters: parse_voters(voters.as_deref())?,
-            }),
-            ClientFrame::PollVote { poll_id, option } => Command::PollVote { poll_id, option },
-            ClientFrame::PollClose { poll_id } => Command::PollClose { poll_id },
-            ClientFrame::PollGet { poll_id } => Command::PollGet { poll_id },
-            ClientFrame::Search {
-                query,
-                limit,
-                state,
-                agent,
-                since,
-            } => Command::Search(search_request(
-                query,
-                limit,
-                state.as_deref(),
-                agent,
-                since.as_deref(),
-            )?),
-        }))
-    }
-}
-
-/// `voters` of `poll.open` (absent: `all`).
-pub fn parse_voters(voters: Option<&str>) -> Result<Voters, CoreError> {
-    voters
-        .map(str::parse::<Voters>)
-        .transpose()
-        .map(|v| v.unwrap_or(Voters::All))
-        .map_err(CoreError::BadRequest)
-}
-
-/// Builds a search request from its wire fields (shared by `search` and
-/// `GET /api/search`): `state` must be a task state, `since` RFC 3339.
-pub fn search_request(
-    query: String,
-    limit: Option<i64>,
-    state: Option<&str>,
-    agent: Option<String>,
-    since: Option<&str>,
-) -> Result<SearchRequest, CoreError> {
-    let state = state
-        .map(str::parse::<TaskState>)
-        .transpose()
-        .map_err(CoreError::BadRequest)?;
-    let since = since
-        .map(|s| {
-            crate::clock::parse_rfc3339(s).ok_or_else(|| {
-                CoreError::bad_request(format!(
-                    "`since` must be an RFC 3339 time such as 2026-11-24T12:00:00Z, got {s:?}"
-                ))
-            })
-        })
-        .transpose()?;
-    Ok(SearchRequest {
-        query,
-        limit,
-        state,
-        agent,
-        since,
-    })
 }
 
 /// A reply's frame `type` and its fields (without `type` and `re`); the
@@ -491,6 +153,15 @@ pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
         Reply::Agents(a) => ("agents", json!({ "agents": a })),
         Reply::Poll(p) => ("poll", json!({ "poll": p })),
         Reply::Results(r) => ("results", json!({ "results": r.results, "mode": r.mode })),
+        Reply::Voted(p) => ("ok", json!({ "poll": p })),
+        Reply::Reason(a) => (
+            "reason.result",
+            json!({
+                "text": a.text, "mode": a.mode, "confidence": a.confidence,
+                "cached": a.cached, "model": a.model,
+            }),
+        ),
+        Reply::Help { command } => ("help", json!({ "command": command })),
     }
 }
 
@@ -502,15 +173,6 @@ pub fn reply_frame(re: Option<&str>, reply: &Reply) -> String {
         o.insert("re".into(), json!(re));
     }
     v.to_string()
-}
-
-/// Renders a `reason.result` frame.
-pub fn reason_result_frame(re: Option<&str>, a: &crate::reason::ReasonAnswer) -> String {
-    json!({
-        "type": "reason.result", "re": re, "text": a.text, "mode": a.mode,
-        "confidence": a.confidence, "cached": a.cached, "model": a.model,
-    })
-    .to_string()
 }
 
 /// Renders an `error` frame.
@@ -535,10 +197,10 @@ mod tests {
         assert_eq!(re.as_deref(), Some("7"));
         assert!(matches!(
             f,
-            ClientFrame::TaskClaim {
+            ClientFrame::Command(Command::TaskClaim {
                 task_id: None,
                 lease_s: Some(30)
-            }
+            })
         ));
     }
 
@@ -553,6 +215,8 @@ mod tests {
         assert!(e.message.contains("missing field `text`"), "{}", e.message);
         let e = parse(r#"{"type":"task.get","task_id":"x"}"#).unwrap_err();
         assert!(e.message.contains("invalid type"), "{}", e.message);
+        let e = parse(r#"{"type":"hello"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `token`"), "{}", e.message);
     }
 
     #[test]
@@ -560,19 +224,18 @@ mod tests {
         let (_, f) =
             parse(r#"{"type":"poll.open","question":"q","options":["a","b"],"duration_s":60}"#)
                 .unwrap();
-        match f.into_command().unwrap() {
-            Some(Command::PollOpen(p)) => assert_eq!(p.voters, Voters::All),
+        match f {
+            ClientFrame::Command(Command::PollOpen(p)) => {
+                assert_eq!(p.voters, crate::core::polls::Voters::All)
+            }
             other => panic!("{other:?}"),
         }
-        let (_, f) = parse(r#"{"type":"poll.open","question":"q","options":["a","b"],"duration_s":60,"voters":"nobody"}"#)
-            .unwrap();
-        assert_eq!(f.into_command().unwrap_err().code(), "bad_request");
-        let (_, f) = parse(r#"{"type":"search","query":"x","since":"yesterday"}"#).unwrap();
-        assert_eq!(f.into_command().unwrap_err().code(), "bad_request");
+        assert!(parse(r#"{"type":"poll.open","question":"q","options":["a","b"],"duration_s":60,"voters":"nobody"}"#).is_err());
+        assert!(parse(r#"{"type":"search","query":"x","since":"yesterday"}"#).is_err());
         let (_, f) =
             parse(r#"{"type":"search","query":"x","since":"2026-01-01T00:00:00Z","state":"done"}"#)
                 .unwrap();
-        assert!(matches!(f.into_command(), Ok(Some(Command::Search(_)))));
+        assert!(matches!(f, ClientFrame::Command(Command::Search(_))));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::bus::{CloseReason, Delivery};
 use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{Agent, Caller, Platform};
+use crate::dispatch::Admitted;
 use crate::gateway::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -33,6 +34,8 @@ const SIDE_QUEUE: usize = 256;
 const MAX_BURST: usize = 64;
 /// Reasoning calls one connection may have in flight.
 const MAX_REASON_JOBS: usize = 8;
+/// How long the close frame may wait behind a slow reader's backlog.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -43,13 +46,7 @@ type WsRead = Result<Message, axum::Error>;
 fn is_plain_command(text: &str) -> bool {
     matches!(
         frames::parse(text),
-        Ok((_, frame)) if !matches!(
-            frame,
-            ClientFrame::Hello { .. }
-                | ClientFrame::Ping {}
-                | ClientFrame::Ack { .. }
-                | ClientFrame::Reason { .. }
-        )
+        Ok((_, ClientFrame::Command(cmd))) if !matches!(cmd, Command::Reason { .. })
     )
 }
 
@@ -61,6 +58,16 @@ enum Stop {
 
 fn stop(code: u16, reason: impl Into<String>) -> Stop {
     Stop::Close(code, reason.into())
+}
+
+/// The close the bus asked for when it ended a connection (1013 too slow,
+/// 1008 revoked).
+fn bus_close(close: &OnceLock<CloseReason>) -> Stop {
+    let r = close.get().copied().unwrap_or(CloseReason {
+        code: 1008,
+        reason: "closed",
+    });
+    stop(r.code, r.reason)
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -146,8 +153,10 @@ impl Conn {
         }
         tokio::select! {
             r = &mut work => r.map_err(|_| Stop::Gone),
-            _ = self.cancel.cancelled() => Err(Stop::Gone),
-            _ = self.app.shutdown.cancelled() => Err(Stop::Gone),
+            // Ended by the bus mid-write (the usual case for a slow reader):
+            // the close frame still says why (1013 too slow, 1008 revoked).
+            _ = self.cancel.cancelled() => Err(bus_close(&self.close)),
+            _ = self.app.shutdown.cancelled() => Err(stop(1001, "server shutting down")),
             _ = tokio::time::sleep(self.idle) => Err(stop(1008, "peer stopped reading")),
         }
     }
@@ -161,13 +170,16 @@ impl Conn {
     }
 
     /// Sends the close frame (when there is one to send) and lets the socket go.
+    /// The frame goes behind whatever a pending write left buffered, so a
+    /// slow reader that keeps reading gets it after its backlog; one that
+    /// reads nothing for [`CLOSE_WAIT`] is dropped without it.
     async fn finish(&mut self, outcome: Stop) {
         if let Stop::Close(code, reason) = outcome {
             let frame = Message::Close(Some(CloseFrame {
                 code,
                 reason: Utf8Bytes::from(reason),
             }));
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.sink.send(frame)).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.sink.send(frame)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.sink.close()).await;
     }
@@ -305,7 +317,7 @@ impl Conn {
                 "max_prompt_chars": limits.max_prompt_chars,
                 "max_claims": limits.max_claims,
                 "send_queue": limits.send_queue,
-                "rates": self.app.rate_limits.report(),
+                "rates": self.app.dispatch.rate_limits().report(),
             },
         });
         if let Err(s) = self.send_text(welcome.to_string()).await {
@@ -372,10 +384,7 @@ impl Conn {
             }
             tokio::select! {
                 biased;
-                _ = &mut ended => {
-                    let r = self.close.get().copied().unwrap_or(CloseReason { code: 1008, reason: "closed" });
-                    return stop(r.code, r.reason);
-                }
+                _ = &mut ended => return bus_close(&self.close),
                 _ = &mut shutdown => return stop(1001, "server shutting down"),
                 d = rx.recv(), if !rx_closed => {
                     let Some(first) = d else { rx_closed = true; continue };
@@ -477,17 +486,13 @@ impl Conn {
             }
         }
         let deferred = self.deferred.take().unwrap_or_default();
-        let core = self.app.core.clone();
+        let dispatch = self.app.dispatch.clone();
         let replies = futures_util::future::join_all(deferred.into_iter().map(|(re, cmd)| {
-            let core = core.clone();
+            let dispatch = dispatch.clone();
             async move {
-                let command = cmd.name();
-                match crate::observe::execute(&core, caller, cmd).await {
+                match dispatch.dispatch(caller, cmd).await {
                     Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
-                    Err(e) => {
-                        tracing::debug!(command, code = e.code(), "refused");
-                        frames::error_frame(re.as_deref(), &e)
-                    }
+                    Err(e) => frames::error_frame(re.as_deref(), &e),
                 }
             }
         }))
@@ -524,27 +529,9 @@ impl Conn {
         self.write(batch).await
     }
 
-    /// Starts a reasoning call off the loop; its deltas and result come
-    /// back through the side queue.
-    fn start_reason(
-        &mut self,
-        caller: &Caller,
-        re: Option<String>,
-        prompt: String,
-        mode: &str,
-        stream: bool,
-    ) -> Result<(), CoreError> {
-        while self.jobs.try_join_next().is_some() {}
-        if self.jobs.len() >= MAX_REASON_JOBS {
-            return Err(CoreError::RateLimited {
-                message: format!(
-                    "{MAX_REASON_JOBS} reasoning calls already in flight on this connection"
-                ),
-                retry_after_ms: 1000,
-            });
-        }
-        let mode = self.app.core.check_reason(caller, &prompt, mode)?;
-        let core = self.app.core.clone();
+    /// Runs an admitted reasoning call off the loop; its deltas and result
+    /// come back through the side queue.
+    fn start_reason(&mut self, re: Option<String>, admitted: Admitted, stream: bool) {
         let out = match &self.side_tx {
             Some(tx) => tx.clone(),
             None => {
@@ -565,18 +552,17 @@ impl Conn {
                         let _ = fwd_out.send(f.to_string()).await;
                     }
                 };
-                let (res, ()) = tokio::join!(core.reason(&prompt, mode, Some(dtx)), forward);
+                let (res, ()) = tokio::join!(admitted.run(Some(dtx)), forward);
                 res
             } else {
-                core.reason(&prompt, mode, None).await
+                admitted.run(None).await
             };
             let frame = match result {
-                Ok(a) => frames::reason_result_frame(re.as_deref(), &a),
+                Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
                 Err(e) => frames::error_frame(re.as_deref(), &e),
             };
             let _ = out.send(frame).await;
         });
-        Ok(())
     }
 
     async fn on_bad(&mut self, re: Option<String>, err: CoreError) -> Result<(), Stop> {
@@ -602,27 +588,13 @@ impl Conn {
                     .await
             }
         };
-        let name = frame.name();
-        if let ClientFrame::Ack { seq } = frame {
-            self.bad_in_a_row = 0;
-            self.app.core.acks.ack(&caller.identity, seq);
-            return Ok(());
-        }
-        let key = format!("ws:{}", caller.identity);
-        let class = self.app.core.rate_class(name);
-        if let Err(l) = self.app.rate_limits.check(&key, caller.role, class) {
-            self.bad_in_a_row = 0;
-            crate::observe::rate_limited(&self.app.core, Platform::Ws, &l.class);
-            let e = CoreError::RateLimited {
-                message: format!(
-                    "rate limit for {} exceeded; retry in {} ms",
-                    l.class, l.retry_after_ms
-                ),
-                retry_after_ms: l.retry_after_ms,
-            };
-            return self.send_error(re.as_deref(), &e).await;
-        }
-        let reply = match frame {
+        let dispatch = self.app.dispatch.clone();
+        let cmd = match frame {
+            ClientFrame::Ack { seq } => {
+                self.bad_in_a_row = 0;
+                self.app.core.acks.ack(&caller.identity, seq);
+                return Ok(());
+            }
             ClientFrame::Hello { .. } => {
                 return self
                     .on_bad(
@@ -631,43 +603,49 @@ impl Conn {
                     )
                     .await
             }
-            ClientFrame::Ping {} => json!({ "type": "pong", "re": re }).to_string(),
-            ClientFrame::Reason {
-                prompt,
-                mode,
-                stream,
-            } => {
-                match self.start_reason(caller, re.clone(), prompt, &mode, stream.unwrap_or(false))
-                {
-                    Ok(()) => {
-                        self.bad_in_a_row = 0;
-                        return Ok(());
+            ClientFrame::Ping => {
+                self.bad_in_a_row = 0;
+                let reply = match dispatch.check_rate_class(caller, crate::limits::REQUESTS) {
+                    Ok(()) => json!({ "type": "pong", "re": re }).to_string(),
+                    Err(e) => frames::error_frame(re.as_deref(), &e),
+                };
+                return self.send_text(reply).await;
+            }
+            ClientFrame::Command(cmd) => cmd,
+        };
+        self.bad_in_a_row = 0;
+        let reply = match cmd {
+            Command::Reason { stream, .. } => {
+                while self.jobs.try_join_next().is_some() {}
+                if self.jobs.len() >= MAX_REASON_JOBS {
+                    let e = CoreError::RateLimited {
+                        message: format!(
+                            "{MAX_REASON_JOBS} reasoning calls already in flight on this connection"
+                        ),
+                        retry_after_ms: 1000,
+                    };
+                    frames::error_frame(re.as_deref(), &e)
+                } else {
+                    match dispatch.admit(caller, cmd) {
+                        Ok(admitted) => {
+                            self.start_reason(re, admitted, stream);
+                            return Ok(());
+                        }
+                        Err(e) => frames::error_frame(re.as_deref(), &e),
                     }
+                }
+            }
+            cmd => {
+                if let Some(deferred) = self.deferred.as_mut() {
+                    deferred.push((re, cmd));
+                    return Ok(());
+                }
+                match dispatch.dispatch(caller, cmd).await {
+                    Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
                     Err(e) => frames::error_frame(re.as_deref(), &e),
                 }
             }
-            other => {
-                let cmd = match other.into_command() {
-                    Ok(Some(cmd)) => cmd,
-                    Ok(None) => return Ok(()),
-                    Err(e) => return self.on_bad(re, e).await,
-                };
-                if let Some(deferred) = self.deferred.as_mut() {
-                    deferred.push((re, cmd));
-                    self.bad_in_a_row = 0;
-                    return Ok(());
-                }
-                let command = cmd.name();
-                match crate::observe::execute(&self.app.core, caller, cmd).await {
-                    Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
-                    Err(e) => {
-                        tracing::debug!(command, code = e.code(), "refused");
-                        frames::error_frame(re.as_deref(), &e)
-                    }
-                }
-            }
         };
-        self.bad_in_a_row = 0;
         self.send_text(reply).await
     }
 }

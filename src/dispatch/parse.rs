@@ -1,0 +1,426 @@
+//! The one parser of command arguments, shared by every front door: the
+//! WebSocket frame's fields, an HTTP body (with its path parameters), and
+//! a chat command's options (already checked against the catalog) all
+//! become a JSON object that [`command`] turns into a typed [`Command`].
+//! Field names are the protocol's (`docs/protocol.md`); serde's messages
+//! (`missing field `text``, `invalid type`) are the `bad_request` text.
+
+use crate::catalog::{ArgValue, Args};
+use crate::core::command::Command;
+use crate::core::error::CoreError;
+use crate::core::model::{NewTask, TaskState};
+use crate::core::polls::{NewPoll, Voters};
+use crate::core::search::SearchRequest;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+/// Default `duration_s` of a poll opened without one (chat).
+pub const DEFAULT_POLL_DURATION_S: i64 = 300;
+
+/// A list given as a JSON array, or as one string separated by `|` (when
+/// it holds one) or commas, as chat types it: `rust, review`.
+#[derive(Debug, Default)]
+struct Words(Vec<String>);
+
+impl<'de> Deserialize<'de> for Words {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            List(Vec<String>),
+            Text(String),
+        }
+        Ok(Words(
+            match Either::deserialize(d).map_err(|_| {
+                serde::de::Error::custom("invalid type: expected a list of strings or one string")
+            })? {
+                Either::List(l) => l,
+                Either::Text(t) => {
+                    let sep = if t.contains('|') { '|' } else { ',' };
+                    t.split(sep)
+                        .map(|x| x.trim().to_string())
+                        .filter(|x| !x.is_empty())
+                        .collect()
+                }
+            },
+        ))
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_duration() -> i64 {
+    DEFAULT_POLL_DURATION_S
+}
+
+fn default_mode() -> String {
+    "simple".into()
+}
+
+/// Every command's arguments as they travel, tagged by the protocol name.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+enum Wire {
+    #[serde(rename = "task.create")]
+    TaskCreate {
+        title: String,
+        #[serde(default)]
+        body: Option<String>,
+        #[serde(default)]
+        priority: Option<i64>,
+        #[serde(default)]
+        requires: Option<Words>,
+        #[serde(default)]
+        tags: Option<Words>,
+        #[serde(default)]
+        max_attempts: Option<i64>,
+    },
+    #[serde(rename = "task.claim")]
+    TaskClaim {
+        #[serde(default)]
+        task_id: Option<i64>,
+        #[serde(default)]
+        lease_s: Option<i64>,
+    },
+    #[serde(rename = "task.renew")]
+    TaskRenew {
+        task_id: i64,
+        #[serde(default)]
+        lease_s: Option<i64>,
+    },
+    #[serde(rename = "task.progress")]
+    TaskProgress {
+        task_id: i64,
+        note: String,
+        #[serde(default)]
+        percent: Option<i64>,
+    },
+    #[serde(rename = "task.complete")]
+    TaskComplete {
+        task_id: i64,
+        #[serde(default)]
+        result: Option<Value>,
+    },
+    #[serde(rename = "task.fail")]
+    TaskFail {
+        task_id: i64,
+        error: String,
+        #[serde(default = "default_true")]
+        retry: bool,
+    },
+    #[serde(rename = "task.release")]
+    TaskRelease { task_id: i64 },
+    #[serde(rename = "task.get")]
+    TaskGet { task_id: i64 },
+    #[serde(rename = "task.list")]
+    TaskList {
+        #[serde(default)]
+        state: Option<String>,
+        #[serde(default)]
+        assignee: Option<String>,
+        #[serde(default)]
+        limit: Option<i64>,
+    },
+    #[serde(rename = "task.cancel")]
+    TaskCancel {
+        task_id: i64,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    #[serde(rename = "task.assign")]
+    TaskAssign { task_id: i64, agent: String },
+    #[serde(rename = "msg.send")]
+    MsgSend { to: String, text: String },
+    #[serde(rename = "broadcast")]
+    Broadcast {
+        text: String,
+        #[serde(default)]
+        topic: Option<String>,
+    },
+    #[serde(rename = "status")]
+    Status {},
+    #[serde(rename = "agents")]
+    Agents {},
+    #[serde(rename = "poll.open")]
+    PollOpen {
+        question: String,
+        options: Words,
+        #[serde(default = "default_duration")]
+        duration_s: i64,
+        #[serde(default)]
+        voters: Option<String>,
+    },
+    #[serde(rename = "poll.vote")]
+    PollVote {
+        #[serde(default)]
+        poll_id: Option<i64>,
+        option: i64,
+    },
+    #[serde(rename = "poll.close")]
+    PollClose { poll_id: i64 },
+    #[serde(rename = "poll.get")]
+    PollGet {
+        #[serde(default)]
+        poll_id: Option<i64>,
+    },
+    #[serde(rename = "search")]
+    Search {
+        query: String,
+        #[serde(default)]
+        limit: Option<i64>,
+        #[serde(default)]
+        state: Option<String>,
+        #[serde(default)]
+        agent: Option<String>,
+        #[serde(default)]
+        since: Option<String>,
+    },
+    #[serde(rename = "reason")]
+    Reason {
+        prompt: String,
+        #[serde(default = "default_mode")]
+        mode: String,
+        #[serde(default)]
+        stream: Option<bool>,
+    },
+    #[serde(rename = "help")]
+    Help {
+        #[serde(default)]
+        command: Option<String>,
+    },
+}
+
+fn bad(message: impl Into<String>) -> CoreError {
+    CoreError::BadRequest(message.into())
+}
+
+/// Parses the arguments of command `name` (its protocol name, e.g.
+/// `task.create`) from a JSON object; keys other than the command's fields
+/// (such as a frame's `type` and `id`) are ignored. `bad_request` names the
+/// missing or mistyped field, or the unknown command.
+pub fn command(name: &str, mut fields: Map<String, Value>) -> Result<Command, CoreError> {
+    if !crate::core::command::COMMAND_NAMES.contains(&name) {
+        return Err(bad(format!("unknown type `{name}`")));
+    }
+    fields.insert("type".into(), Value::String(name.to_string()));
+    let wire: Wire = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| bad(e.to_string().replace("unknown variant", "unknown type")))?;
+    into_command(wire)
+}
+
+/// Parses a chat command's options, already validated against its catalog
+/// entry, with the same parser as the JSON front doors.
+pub fn chat_command(name: &str, args: &Args) -> Result<Command, CoreError> {
+    command(name, args_json(args))
+}
+
+/// Chat option values as the JSON object the parser reads.
+pub fn args_json(args: &Args) -> Map<String, Value> {
+    args.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                ArgValue::Str(s) => Value::String(s.clone()),
+                ArgValue::Int(i) => Value::from(*i),
+                ArgValue::Bool(b) => Value::Bool(*b),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn task_state(s: Option<String>) -> Result<Option<TaskState>, CoreError> {
+    s.filter(|s| !s.is_empty())
+        .map(|s| s.parse::<TaskState>())
+        .transpose()
+        .map_err(CoreError::BadRequest)
+}
+
+/// `voters` of `poll.open` (absent: `all`).
+fn voters(v: Option<String>) -> Result<Voters, CoreError> {
+    v.map(|s| s.parse::<Voters>())
+        .transpose()
+        .map(|v| v.unwrap_or(Voters::All))
+        .map_err(CoreError::BadRequest)
+}
+
+fn into_command(wire: Wire) -> Result<Command, CoreError> {
+    Ok(match wire {
+        Wire::TaskCreate {
+            title,
+            body,
+            priority,
+            requires,
+            tags,
+            max_attempts,
+        } => Command::TaskCreate(NewTask {
+            title,
+            body: body.unwrap_or_default(),
+            priority: priority.unwrap_or(0),
+            requires: requires.unwrap_or_default().0,
+            tags: tags.unwrap_or_default().0,
+            max_attempts,
+        }),
+        Wire::TaskClaim { task_id, lease_s } => Command::TaskClaim { task_id, lease_s },
+        Wire::TaskRenew { task_id, lease_s } => Command::TaskRenew { task_id, lease_s },
+        Wire::TaskProgress {
+            task_id,
+            note,
+            percent,
+        } => Command::TaskProgress {
+            task_id,
+            note,
+            percent,
+        },
+        Wire::TaskComplete { task_id, result } => Command::TaskComplete { task_id, result },
+        Wire::TaskFail {
+            task_id,
+            error,
+            retry,
+        } => Command::TaskFail {
+            task_id,
+            error,
+            retry,
+        },
+        Wire::TaskRelease { task_id } => Command::TaskRelease { task_id },
+        Wire::TaskGet { task_id } => Command::TaskGet { task_id },
+        Wire::TaskList {
+            state,
+            assignee,
+            limit,
+        } => Command::TaskList {
+            state: task_state(state)?,
+            assignee: assignee.filter(|a| !a.is_empty()),
+            limit,
+        },
+        Wire::TaskCancel { task_id, reason } => Command::TaskCancel { task_id, reason },
+        Wire::TaskAssign { task_id, agent } => Command::TaskAssign { task_id, agent },
+        Wire::MsgSend { to, text } => Command::MsgSend { to, text },
+        Wire::Broadcast { text, topic } => Command::Broadcast { text, topic },
+        Wire::Status {} => Command::Status,
+        Wire::Agents {} => Command::Agents,
+        Wire::PollOpen {
+            question,
+            options,
+            duration_s,
+            voters: v,
+        } => Command::PollOpen(NewPoll {
+            question,
+            options: options.0,
+            duration_s,
+            voters: voters(v)?,
+        }),
+        Wire::PollVote { poll_id, option } => Command::PollVote { poll_id, option },
+        Wire::PollClose { poll_id } => Command::PollClose { poll_id },
+        Wire::PollGet { poll_id } => Command::PollGet { poll_id },
+        Wire::Search {
+            query,
+            limit,
+            state,
+            agent,
+            since,
+        } => Command::Search(SearchRequest {
+            query,
+            limit,
+            state: task_state(state)?,
+            agent: agent.filter(|a| !a.is_empty()),
+            since: since
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    crate::clock::parse_rfc3339(&s).ok_or_else(|| {
+                        bad(format!(
+                    "`since` must be an RFC 3339 time such as 2026-11-24T12:00:00Z, got {s:?}"
+                ))
+                    })
+                })
+                .transpose()?,
+        }),
+        Wire::Reason {
+            prompt,
+            mode,
+            stream,
+        } => Command::Reason {
+            prompt,
+            mode,
+            stream: stream.unwrap_or(false),
+        },
+        Wire::Help { command } => Command::Help { command },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::command::COMMAND_NAMES;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("test input is an object"),
+        }
+    }
+
+    #[test]
+    fn every_command_name_parses_to_the_command_of_that_name() {
+        // the smallest argument set each command takes
+        let minimal = json!({
+            "title": "t", "task_id": 1, "note": "n", "error": "e", "agent": "a",
+            "to": "a", "text": "t", "question": "q", "options": ["a", "b"],
+            "option": 1, "poll_id": 1, "query": "q", "prompt": "p",
+        });
+        for name in COMMAND_NAMES {
+            let cmd = command(name, obj(minimal.clone())).unwrap();
+            assert_eq!(cmd.name(), *name);
+        }
+    }
+
+    #[test]
+    fn lists_come_as_arrays_or_as_chat_text() {
+        let a = command(
+            "task.create",
+            obj(json!({"title":"t","requires":["rust","review"]})),
+        );
+        let b = command(
+            "task.create",
+            obj(json!({"title":"t","requires":"rust, review"})),
+        );
+        for c in [a, b] {
+            match c.unwrap() {
+                Command::TaskCreate(t) => assert_eq!(t.requires, ["rust", "review"]),
+                other => panic!("{other:?}"),
+            }
+        }
+        match command(
+            "poll.open",
+            obj(json!({"question":"q","options":"a, b | c"})),
+        )
+        .unwrap()
+        {
+            Command::PollOpen(p) => {
+                assert_eq!(p.options, ["a, b", "c"]);
+                assert_eq!(p.duration_s, DEFAULT_POLL_DURATION_S);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_arguments_name_the_field_or_the_command() {
+        let e = command("msg.send", obj(json!({"to":"a"}))).unwrap_err();
+        assert!(e.to_string().contains("missing field `text`"), "{e}");
+        let e = command("task.get", obj(json!({"task_id":"x"}))).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
+        let e = command("nope", Map::new()).unwrap_err();
+        assert!(e.to_string().contains("unknown type"), "{e}");
+        let e = command("search", obj(json!({"query":"x","since":"yesterday"}))).unwrap_err();
+        assert_eq!(e.code(), "bad_request");
+        let e = command(
+            "poll.open",
+            obj(json!({"question":"q","options":["a","b"],"voters":"nobody"})),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "bad_request");
+    }
+}

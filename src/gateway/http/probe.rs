@@ -1,0 +1,61 @@
+//! Plain HTTP endpoints: liveness, readiness, Prometheus metrics, and JSON errors.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// A JSON error body `{"error":{"code","message"}}` with a status.
+pub fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+/// `GET /health`: 200 while the process runs.
+pub async fn health() -> Response {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })).into_response()
+}
+
+/// `GET /ready`: 200 when the database answers, 503 otherwise.
+pub async fn ready(State(app): State<AppState>) -> Response {
+    if app.core.database_ready().await {
+        Json(json!({ "status": "ready", "database": "ok" })).into_response()
+    } else {
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database does not answer",
+        )
+    }
+}
+
+/// Anything else: 404 with a JSON body.
+pub async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A known path with the wrong method: 405 with a JSON body.
+pub async fn method_not_allowed() -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "bad_request",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// `GET /metrics`: Prometheus text format, no token (see `docs/dashboard.md`).
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::observe::render(&app.core, app.dispatch.stats()),
+    )
+        .into_response()
+}
