@@ -266,7 +266,7 @@ fn transport_failure(err: reqwest::Error) -> AttemptFailure {
 
 /// The innermost error's text: names the actual cause (refused, reset, DNS)
 /// without the URL that reqwest's outer message carries.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = err;
     while let Some(inner) = cause.source() {
         cause = inner;
@@ -309,7 +309,7 @@ async fn status_failure(response: reqwest::Response) -> AttemptFailure {
 }
 
 /// `Retry-After` in (possibly fractional) seconds, capped; HTTP dates are ignored.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: f64 = headers
         .get(RETRY_AFTER)?
         .to_str()
@@ -328,7 +328,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// The message of an error body, in the shapes OpenAI-compatible servers use:
 /// `{"error":{"message":..}}`, `{"error":".."}`, `{"message":..}`,
 /// `{"detail":..}`, or plain text; truncated for display.
-fn backend_error_message(body: &str) -> Option<String> {
+pub(crate) fn backend_error_message(body: &str) -> Option<String> {
     let body = body.trim();
     if body.is_empty() {
         return None;
