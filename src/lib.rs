@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod embed;
 pub mod gateway;
 pub mod limits;
 pub mod observe;
