@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -19,7 +18,8 @@ use super::config::{ApiKey, EmbedConfig, EmbedConfigError};
 use super::metrics as embed_metrics;
 use super::{check_texts, clip_chars, EmbedError, Embedder};
 use crate::reason::{
-    backend_error_message, backoff_delay, retry_after, root_cause, CircuitBreaker, CircuitState,
+    backend_error_message, backoff_delay, judge_status, retry_after, root_cause, status_message,
+    CircuitBreaker, CircuitState, StatusVerdict,
 };
 
 /// Longest transport error text passed on to users, in characters.
@@ -348,20 +348,14 @@ async fn status_failure(response: reqwest::Response) -> AttemptFailure {
     let status = response.status();
     let asked_delay = retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
-    let retryable = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
-    let backend_fault = retryable
-        || matches!(
-            status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
-        );
-    let message = backend_error_message(&body)
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("no reason").to_owned());
+    let StatusVerdict {
+        retryable,
+        backend_fault,
+    } = judge_status(status);
     AttemptFailure {
         error: EmbedError::Backend {
             status: Some(status.as_u16()),
-            message,
+            message: status_message(status, &body),
         },
         retry: retryable.then_some(asked_delay),
         backend_fault,

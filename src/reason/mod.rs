@@ -46,7 +46,10 @@ pub use modes::{Mode, ModePreset, UnknownMode};
 use cache::{follow, Flight, SingleFlight};
 use client::{ChatClient, ChatRequest, Completion, DeltaSink, Retry};
 // Shared with the embeddings client, which speaks the same HTTP conventions.
-pub(crate) use client::{backend_error_message, retry_after, root_cause, MAX_RETRY_AFTER};
+pub(crate) use client::{
+    backend_error_message, judge_status, retry_after, root_cause, status_message, StatusVerdict,
+    MAX_RETRY_AFTER,
+};
 use modes::ModePresets;
 
 /// Environment variable naming the backend's base URL (up to and including `/v1`).
