@@ -381,10 +381,11 @@ async fn text_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow
             }
         }
     }
+    let limit = RRF_DEPTH.to_string();
     let search = |q: &str| {
         let request = http
             .get(api("/api/search"))
-            .query(&[("q", q), ("limit", &RRF_DEPTH.to_string())]);
+            .query(&[("q", q), ("limit", limit.as_str())]);
         call(request, &token)
     };
     let ranked_ids = |reply: &Value| -> Vec<String> {
@@ -401,7 +402,7 @@ async fn text_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow
     // Check the message id mapping: each message's own text must find it.
     for doc in corpus {
         if let Doc::Message { id, text, .. } | Doc::Broadcast { id, text, .. } = doc {
-            let found = ranked_ids(&search(text).await?);
+            let found = ranked_ids(&search(text.as_str()).await?);
             ensure!(
                 found.contains(id),
                 "searching the exact text of {id} did not find it: the id mapping is off"
@@ -415,7 +416,7 @@ async fn text_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow
     );
     let mut rankings = Vec::with_capacity(queries.len());
     for query in queries {
-        rankings.push(ranked_ids(&search(&query.query).await?));
+        rankings.push(ranked_ids(&search(query.query.as_str()).await?));
     }
     drop(server);
     Ok(rankings)
