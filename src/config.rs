@@ -40,6 +40,9 @@ pub struct Config {
     /// The OpenAI-compatible reasoning backend (`SWARMBRIDGE_REASONING_*`).
     #[serde(default)]
     pub reasoning: crate::reason::ReasonConfig,
+    /// Embeddings for semantic search (`[embeddings]`, off by default).
+    #[serde(default)]
+    pub embeddings: crate::embed::EmbedConfig,
     /// Polls: shortest duration, sweep period, vote weights per role.
     #[serde(default)]
     pub polls: PollsConfig,

@@ -143,6 +143,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         match builder().install_recorder() {
             Ok(handle) => {
                 describe();
+                crate::embed::metrics::describe_metrics();
                 handle
             }
             Err(e) => {

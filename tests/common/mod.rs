@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_discord;
+pub mod fake_embeddings;
 pub mod fake_openai;
 pub mod fake_twitch;
 pub mod http_api;

@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod dashboard;
 mod discord;
+mod embeddings;
 mod metrics;
 mod multi_instance;
 mod polls;
