@@ -10,8 +10,9 @@
 #   SCENARIOS          which to run, in order (default: all, see below)
 #   LOADGEN_NODE_PATH  a node_modules directory holding `ws`, for the Node
 #                      reference in fanout (npm install ws in a scratch dir)
-#   LOADGEN_ARGS_<SCENARIO>  extra arguments for one scenario, e.g.
-#                      LOADGEN_ARGS_fanout_1000="--step-s 3"
+#   LOADGEN_ARGS_<SCENARIO>  the loadgen arguments for one scenario, in place
+#                      of its default, e.g.
+#                      LOADGEN_ARGS_fanout_1000="fanout --conns 1000 --step-s 3"
 #   BENCH_LOCK_FILE    a file touched while each scenario runs and removed
 #                      between them (BENCH_LOCK_GAP_S seconds apart, default
 #                      0), so that cooperating builds pause meanwhile
@@ -54,6 +55,11 @@ args_for() {
   esac
 }
 
+# Registering 10,000 agents (one CLI process each) is done once per build,
+# before any measurement.
+echo "run-all: $loadgen --bin $swarmbridge prepare" >&2
+"$loadgen" --bin "$swarmbridge" prepare || exit 1
+
 rows=$(mktemp)
 trap 'rm -f "$rows"; [ -n "${BENCH_LOCK_FILE:-}" ] && rm -f "$BENCH_LOCK_FILE"' EXIT
 for s in $SCENARIOS; do
@@ -61,9 +67,9 @@ for s in $SCENARIOS; do
     echo "run-all: unknown scenario $s" >&2
     exit 2
   fi
-  extra_var="LOADGEN_ARGS_$s"
-  # shellcheck disable=SC2086 # word splitting of the argument lists is wanted
-  set -- $base ${!extra_var:-}
+  override_var="LOADGEN_ARGS_$s"
+  # shellcheck disable=SC2086 # word splitting of the argument list is wanted
+  set -- ${!override_var:-$base}
   [ -n "${BENCH_LOCK_FILE:-}" ] && touch "$BENCH_LOCK_FILE"
   echo "run-all: $loadgen --bin $swarmbridge $*" >&2
   "$loadgen" --bin "$swarmbridge" "$@" >>"$rows"

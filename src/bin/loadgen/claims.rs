@@ -107,25 +107,26 @@ fn events_mismatch(db: &Path, kind: &str) -> anyhow::Result<i64> {
     )
 }
 
+/// The agents this scenario needs: `count` workers and one operator.
+pub fn roster(count: usize) -> [AgentGroup<'static>; 2] {
+    [
+        AgentGroup {
+            prefix: "worker-",
+            count,
+            role: "agent",
+        },
+        AgentGroup {
+            prefix: "op-",
+            count: 1,
+            role: "operator",
+        },
+    ]
+}
+
 /// Runs the scenario and prints its rows; fails when the database shows a
 /// task not completed exactly once.
 pub async fn claims(bin: &Path, agents: usize, tasks: usize) -> anyhow::Result<()> {
-    let (reg, tokens) = registry(
-        bin,
-        &[
-            AgentGroup {
-                prefix: "worker-",
-                count: agents,
-                role: "agent",
-            },
-            AgentGroup {
-                prefix: "op-",
-                count: 1,
-                role: "operator",
-            },
-        ],
-    )
-    .await?;
+    let (reg, tokens) = registry(bin, &roster(agents)).await?;
     let db = reg.db.clone();
     let server = spawn_swarmbridge(bin, reg.dir, &db).await?;
     let (mut op, _) = hello(server.addr, &tokens[1][0], None).await?;

@@ -425,3 +425,24 @@ pub async fn create_tasks(
     }
     Ok((ids, newest_seq))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_seq_reads_the_seq_of_an_event_frame() {
+        let frame = r#"{"at":"2026-11-25T00:00:00Z","data":{"text":"hi"},"kind":"broadcast","seq":1187,"type":"event"}"#;
+        assert_eq!(frame_seq(frame), Some(1187));
+        assert_eq!(frame_seq(r#"{"re":"1","type":"ok"}"#), None);
+    }
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let mut s = Samples((1..=100).map(|ms| ms * 1000).collect());
+        assert_eq!(s.pct_ms(0.5), 51.0);
+        assert_eq!(s.pct_ms(0.99), 99.0);
+        assert_eq!(s.pct_ms(1.0), 100.0);
+        assert!(Samples::default().pct_ms(0.5).is_nan());
+    }
+}

@@ -236,6 +236,28 @@ async fn read_publisher(
     }
 }
 
+/// Subscribers registered for every fan-out run (and `idle`), whatever the
+/// number that connects, so one cached set serves every receiver count;
+/// agents that stay offline cost a broadcast nothing (one event row).
+pub const REGISTERED_SUBSCRIBERS: usize = 10_000;
+
+/// The agents a fan-out run with `conns` receivers needs: `sub-*`
+/// subscribers and one `admin` publisher.
+pub fn roster(conns: usize) -> [AgentGroup<'static>; 2] {
+    [
+        AgentGroup {
+            prefix: "sub-",
+            count: conns.max(REGISTERED_SUBSCRIBERS),
+            role: "agent",
+        },
+        AgentGroup {
+            prefix: "pub-",
+            count: 1,
+            role: "admin",
+        },
+    ]
+}
+
 /// One connected target with its receivers running.
 struct Rig {
     server: Server,
@@ -288,33 +310,28 @@ impl Rig {
         });
         let (server, subs, how, publisher) = match target {
             FanoutTarget::Swarmbridge => {
-                let (reg, tokens) = registry(
-                    &plan.bin,
-                    &[
-                        AgentGroup {
-                            prefix: "sub-",
-                            count: conns,
-                            role: "agent",
-                        },
-                        AgentGroup {
-                            prefix: "pub-",
-                            count: 1,
-                            role: "admin",
-                        },
-                    ],
-                )
-                .await?;
+                let (reg, tokens) = registry(&plan.bin, &roster(conns)).await?;
                 let server = spawn_swarmbridge(&plan.bin, reg.dir, &reg.db).await?;
-                let subs = hello_many(server.addr, &tokens[0]).await?;
+                let subs = hello_many(server.addr, &tokens[0][..conns]).await?;
                 let publisher = hello(server.addr, &tokens[1][0], None).await?.0;
-                let how: Vec<Rejoin> = tokens[0].iter().cloned().map(Rejoin::Agent).collect();
+                let how: Vec<Rejoin> = tokens[0][..conns]
+                    .iter()
+                    .cloned()
+                    .map(Rejoin::Agent)
+                    .collect();
                 (server, subs, how, publisher)
             }
             FanoutTarget::Bare | FanoutTarget::Node => {
                 let server = if target == FanoutTarget::Bare {
                     spawn_bare().await?
                 } else {
-                    spawn_node(&plan.node_script, plan.node_path.as_deref()).await?
+                    spawn_node(&plan.node_script, plan.node_path.as_deref())
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "Node reference server: {e} (is `ws` installed? see --node-path / LOADGEN_NODE_PATH)"
+                            )
+                        })?
                 };
                 let subs = subscribe_many(server.addr, conns).await?;
                 let mut publisher = crate::common::connect(server.addr).await?;
@@ -607,4 +624,17 @@ pub async fn fanout(plan: &FanoutPlan) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_gives_step_and_scheduled_time() {
+        let text = r#"{"data":{"text":"@@7:1764480000123456@@xxxx"},"seq":3,"type":"event"}"#;
+        assert_eq!(marker(text), Some((7, 1_764_480_000_123_456)));
+        assert_eq!(marker("no marker here"), None);
+        assert_eq!(marker("@@x:1@@"), None);
+    }
 }

@@ -1,6 +1,6 @@
 //! `loadgen idle`: server memory per idle connected agent.
 
-use crate::common::{hello_many, registry, row, rss_kib, spawn_swarmbridge, AgentGroup};
+use crate::common::{hello_many, registry, row, rss_kib, spawn_swarmbridge};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -8,16 +8,8 @@ use std::time::{Duration, Instant};
 /// the server's resident memory by their number (after a warm-up of ten
 /// connections, so start-up allocations do not count).
 pub async fn idle(bin: &Path, conns: usize) -> anyhow::Result<()> {
-    let (reg, tokens) = registry(
-        bin,
-        &[AgentGroup {
-            prefix: "idle-",
-            count: conns,
-            role: "agent",
-        }],
-    )
-    .await?;
-    let tokens = &tokens[0];
+    let (reg, tokens) = registry(bin, &crate::fanout::roster(conns)).await?;
+    let tokens = &tokens[0][..conns];
     let server = spawn_swarmbridge(bin, reg.dir, &reg.db).await?;
     let warm = hello_many(server.addr, &tokens[..10.min(conns)]).await?;
     drop(warm);

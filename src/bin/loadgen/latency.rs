@@ -102,6 +102,22 @@ async fn read_replies(
     Ok((got, rx))
 }
 
+/// The agents this scenario needs: `count` askers and one operator.
+pub fn roster(count: usize) -> [AgentGroup<'static>; 2] {
+    [
+        AgentGroup {
+            prefix: "ask-",
+            count,
+            role: "agent",
+        },
+        AgentGroup {
+            prefix: "op-",
+            count: 1,
+            role: "operator",
+        },
+    ]
+}
+
 /// Runs the scenario and prints one row per request kind.
 pub async fn latency(
     bin: &Path,
@@ -114,22 +130,7 @@ pub async fn latency(
         conns >= 2,
         "--conns must be at least 2 (msg.send needs a peer)"
     );
-    let (reg, tokens) = registry(
-        bin,
-        &[
-            AgentGroup {
-                prefix: "ask-",
-                count: conns,
-                role: "agent",
-            },
-            AgentGroup {
-                prefix: "op-",
-                count: 1,
-                role: "operator",
-            },
-        ],
-    )
-    .await?;
+    let (reg, tokens) = registry(bin, &roster(conns)).await?;
     let server = spawn_swarmbridge(bin, reg.dir, &reg.db).await?;
     let (mut op, _) = hello(server.addr, &tokens[1][0], None).await?;
     let (task_ids, newest_seq) = create_tasks(&mut op, tasks, 64).await?;

@@ -81,13 +81,16 @@ enum Cmd {
     },
     /// Memory of the server per idle connected agent.
     Idle {
+        /// Agents that connect and stay silent.
         #[arg(long, default_value_t = 10000)]
         conns: usize,
     },
     /// claim+complete per second by concurrent agents, checked in the database.
     Claims {
+        /// Agents claiming and completing concurrently.
         #[arg(long, default_value_t = 100)]
         agents: usize,
+        /// Tasks created beforehand (each is claimed and completed once).
         #[arg(long, default_value_t = 20000)]
         tasks: usize,
     },
@@ -108,11 +111,13 @@ enum Cmd {
     },
     /// Spawn to first 200 from /health on a fresh directory.
     Startup {
+        /// Server starts measured.
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
     /// Agents away while events pile up, then reconnecting together.
     Reconnect {
+        /// Agents that go away and reconnect together.
         #[arg(long, default_value_t = 100)]
         agents: usize,
         /// Tasks created (task.created events per agent) while they are away.
@@ -125,8 +130,12 @@ enum Cmd {
         #[arg(long, default_value_t = 250)]
         probe_ms: u64,
     },
+    /// Registers (and caches) the agents every scenario needs with its
+    /// default arguments, so later runs start at once.
+    Prepare,
     /// (internal) the bare tokio-tungstenite broadcast server.
     BareServer {
+        /// Address to listen on.
         #[arg(long)]
         listen: SocketAddr,
     },
@@ -175,6 +184,15 @@ fn main() -> anyhow::Result<()> {
                     node_path: node_path.clone(),
                 };
                 fanout::fanout(&plan).await
+            }
+            Cmd::Prepare => {
+                let bin = bin()?;
+                common::registry(&bin, &fanout::roster(fanout::REGISTERED_SUBSCRIBERS)).await?;
+                common::registry(&bin, &claims::roster(100)).await?;
+                common::registry(&bin, &latency::roster(10)).await?;
+                common::registry(&bin, &reconnect::roster(1)).await?;
+                common::registry(&bin, &reconnect::roster(100)).await?;
+                Ok(())
             }
             Cmd::Idle { conns } => idle::idle(&bin()?, *conns).await,
             Cmd::Claims { agents, tasks } => claims::claims(&bin()?, *agents, *tasks).await,

@@ -108,6 +108,22 @@ async fn catch_up(
     Ok(seen)
 }
 
+/// The agents this scenario needs: `count` agents that go away and one operator.
+pub fn roster(count: usize) -> [AgentGroup<'static>; 2] {
+    [
+        AgentGroup {
+            prefix: "away-",
+            count,
+            role: "agent",
+        },
+        AgentGroup {
+            prefix: "op-",
+            count: 1,
+            role: "operator",
+        },
+    ]
+}
+
 /// Runs the scenario and prints its rows.
 pub async fn reconnect(
     bin: &Path,
@@ -116,22 +132,7 @@ pub async fn reconnect(
     timeout: Duration,
     probe: Duration,
 ) -> anyhow::Result<()> {
-    let (reg, tokens) = registry(
-        bin,
-        &[
-            AgentGroup {
-                prefix: "away-",
-                count: agents,
-                role: "agent",
-            },
-            AgentGroup {
-                prefix: "op-",
-                count: 1,
-                role: "operator",
-            },
-        ],
-    )
-    .await?;
+    let (reg, tokens) = registry(bin, &roster(agents)).await?;
     let server = spawn_swarmbridge(bin, reg.dir, &reg.db).await?;
     // Every agent has been connected once, then leaves.
     drop(hello_many(server.addr, &tokens[0]).await?);
