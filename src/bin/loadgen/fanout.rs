@@ -139,9 +139,12 @@ async fn receive(
 ) {
     let mut events: u64 = 0;
     let mut last_seq: u64 = 0;
+    // One registration with the token for the whole run, not one per frame.
+    let stop = shared.stop.clone().cancelled_owned();
+    tokio::pin!(stop);
     loop {
         let m = tokio::select! {
-            _ = shared.stop.cancelled() => return,
+            _ = &mut stop => return,
             m = ws.next() => m,
         };
         match m {
@@ -197,9 +200,11 @@ async fn read_publisher(
     me: Arc<PublisherState>,
     stop: CancellationToken,
 ) {
+    let stop = stop.cancelled_owned();
+    tokio::pin!(stop);
     loop {
         let m = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = &mut stop => return,
             m = rx.next() => m,
         };
         match m {
