@@ -214,17 +214,21 @@ pub fn command(name: &str, mut fields: Map<String, Value>) -> Result<Command, Co
     into_command(wire)
 }
 
-/// Text fields whose length the protocol sets through `limits.max_text_chars`
-/// (`title`, `body`, `note`, `error`, `reason`, `text`) or
-/// `limits.max_prompt_chars` (`prompt`); the core checks them against the
-/// configured value. The catalog's `max_length` for them is what a Discord
-/// option allows, so JSON input is not held to it: no documented protocol
-/// limit becomes stricter, and raising the configured limit keeps working.
-pub const PROTOCOL_TEXT_FIELDS: &[&str] =
-    &["title", "body", "note", "error", "reason", "text", "prompt"];
+/// Fields whose size the protocol defines itself, checked by the core:
+/// the text fields of `limits.max_text_chars` (`title`, `body`, `note`,
+/// `error`, `reason`, `text`), `prompt` (`limits.max_prompt_chars`), the
+/// lists `requires`, `tags` (32 entries of 64 characters) and `options`
+/// (2 to 10 of 100), and `result` (any JSON within the frame limit). The
+/// catalog's `max_length` for them is what a Discord option allows, so
+/// JSON input is not held to it: no documented protocol limit becomes
+/// stricter, and raising a configured limit keeps working.
+pub const PROTOCOL_SIZED_FIELDS: &[&str] = &[
+    "title", "body", "note", "error", "reason", "text", "prompt", "requires", "tags", "options",
+    "result",
+];
 
 /// Checks JSON argument values against `spec`'s declared options: string
-/// lengths (`max_length`, except [`PROTOCOL_TEXT_FIELDS`]), choices, and
+/// lengths (`max_length`, except [`PROTOCOL_SIZED_FIELDS`]), choices, and
 /// integer ranges (`min`, `max`). A value of another JSON type than the
 /// option's is left to the parser, which names the mistyped field; keys
 /// the catalog does not declare (protocol-only fields, `type`, `id`) are
@@ -238,7 +242,7 @@ pub fn check_json_args(spec: &CommandSpec, fields: &Map<String, Value>) -> Resul
             (OptionKind::String | OptionKind::Agent, Value::String(s)) => {
                 let n = s.chars().count();
                 if let Some(max) = o.max_length {
-                    if n > max as usize && !PROTOCOL_TEXT_FIELDS.contains(&o.name.as_str()) {
+                    if n > max as usize && !PROTOCOL_SIZED_FIELDS.contains(&o.name.as_str()) {
                         return Err(bad(format!(
                             "`{}` is limited to {max} characters, got {n}",
                             o.name
