@@ -231,62 +231,15 @@ async fn open(cfg: &Config) -> anyhow::Result<Arc<Core>> {
 
 async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Serve { .. } => {
-            crate::server::serve(cfg).await?;
-        }
-        Cmd::Migrate => {
-            let n = crate::store::migrate_only(&cfg.database.url).await?;
-            out!(
-                "applied {n} migration(s) to {}",
-                crate::server::redact_url(&cfg.database.url)
-            );
-        }
+        Cmd::Serve { .. } => serve(cfg).await,
+        Cmd::Migrate => migrate(&cfg).await,
         Cmd::Agent(AgentCmd::Add {
             name,
             capabilities,
             role,
-        }) => {
-            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            let core = open(&cfg).await?;
-            let (agent, token) = core.add_agent(&name, role, capabilities).await?;
-            eprintln!(
-                "agent {} added (role {}, capabilities {:?}); its token follows and is shown only once:",
-                agent.name, agent.role, agent.capabilities
-            );
-            out!("{token}");
-        }
-        Cmd::Agent(AgentCmd::List) => {
-            let core = open(&cfg).await?;
-            let agents = core.list_agents().await?;
-            out!(
-                "{:<24} {:<9} {:<8} {:<25} CAPABILITIES",
-                "NAME",
-                "ROLE",
-                "STATUS",
-                "LAST SEEN"
-            );
-            for a in agents {
-                out!(
-                    "{:<24} {:<9} {:<8} {:<25} {}",
-                    a.name,
-                    a.role,
-                    if a.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    },
-                    a.last_seen
-                        .map(crate::clock::rfc3339)
-                        .unwrap_or_else(|| "never".into()),
-                    a.capabilities.join(",")
-                );
-            }
-        }
-        Cmd::Agent(AgentCmd::Revoke { name }) => {
-            let core = open(&cfg).await?;
-            core.revoke_agent(&name).await?;
-            out!("agent {name} revoked");
-        }
+        }) => agent_add(&cfg, &name, capabilities, &role).await,
+        Cmd::Agent(AgentCmd::List) => agent_list(&cfg).await,
+        Cmd::Agent(AgentCmd::Revoke { name }) => agent_revoke(&cfg, &name).await,
         Cmd::Task(TaskCmd::Add {
             title,
             body,
@@ -294,7 +247,6 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             requires,
             tag,
         }) => {
-            let core = open(&cfg).await?;
             let new = NewTask {
                 title,
                 body,
@@ -303,129 +255,226 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 tags: tag,
                 max_attempts: None,
             };
-            let reply = core
-                .execute(&cli_caller(), Command::TaskCreate(new), None)
-                .await?;
-            if let Reply::Task(Some(t)) = reply {
-                out!("{}", t.id);
-                eprintln!("task {} created: {}", t.id, t.title);
-            }
+            task_add(&cfg, new).await
         }
-        Cmd::Task(TaskCmd::List { state, limit }) => {
-            let state = state
-                .map(|s| s.parse::<TaskState>())
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let core = open(&cfg).await?;
-            let tasks = core.list_tasks(state, None, Some(limit)).await?;
-            out!(
-                "{:>6} {:<9} {:>4} {:<20} TITLE",
-                "ID",
-                "STATE",
-                "PRIO",
-                "ASSIGNEE"
-            );
-            for t in tasks {
-                out!(
-                    "{:>6} {:<9} {:>4} {:<20} {}",
-                    t.id,
-                    t.state,
-                    t.priority,
-                    t.assignee.as_deref().unwrap_or("-"),
-                    t.title
-                );
-            }
-        }
-        Cmd::Send { to, text } => {
-            let core = open(&cfg).await?;
-            core.execute(
-                &cli_caller(),
-                Command::MsgSend {
-                    to: to.clone(),
-                    text,
-                },
-                None,
-            )
-            .await?;
-            out!("message to {to} stored; it is delivered now or when {to} reconnects");
-        }
-        Cmd::Broadcast { text, topic } => {
-            let core = open(&cfg).await?;
-            core.execute(&cli_caller(), Command::Broadcast { text, topic }, None)
-                .await?;
-            out!("broadcast stored");
-        }
-        Cmd::Discord(DiscordCmd::Register { guild }) => {
-            if !cfg.discord.gateway_on() {
-                anyhow::bail!("SWARMBRIDGE_DISCORD_TOKEN is not set");
-            }
-            let catalog = crate::server::load_catalog(&cfg)?;
-            let http = crate::gateway::discord::build_http(&cfg.discord);
-            let guild = guild.or(cfg.discord.guild_id);
-            let n = crate::gateway::discord::register::register_commands(&http, &catalog, guild)
-                .await?;
-            match guild {
-                Some(g) => println!("registered {n} slash command(s) in guild {g}"),
-                None => println!(
-                    "registered {n} global slash command(s) (Discord may take a while to show them)"
-                ),
-            }
-        }
-        Cmd::Config(ConfigCmd::Check) => {
-            let catalog = crate::server::load_catalog(&cfg)?;
-            crate::reason::Reasoner::new(
-                cfg.reasoning.clone(),
-                Arc::new(crate::reason::MemoryCache::new()),
-            )
-            .map_err(|e| anyhow::anyhow!("reasoning: {e}"))?;
-            out!("configuration OK");
-            out!("  listen:     {}", cfg.server.listen);
-            out!(
-                "  database:   {}",
-                crate::server::redact_url(&cfg.database.url)
-            );
-            out!(
-                "  websocket:  on (/ws), heartbeat {} s",
-                cfg.limits.heartbeat_s
-            );
-            out!(
-                "  tasks:      lease {} s, {} attempts",
-                cfg.tasks.lease_s,
-                cfg.tasks.max_attempts
-            );
-            out!(
-                "  discord:    {}",
-                match crate::server::discord_mode(&cfg.discord) {
-                    "off" => "off (no SWARMBRIDGE_DISCORD_TOKEN or SWARMBRIDGE_DISCORD_PUBLIC_KEY)",
-                    on => on,
-                }
-            );
-            if cfg.twitch.enabled() {
-                out!(
-                    "  twitch:     {}",
-                    crate::gateway::twitch::describe(&cfg.twitch)
-                );
+        Cmd::Task(TaskCmd::List { state, limit }) => task_list(&cfg, state, limit).await,
+        Cmd::Send { to, text } => send(&cfg, to, text).await,
+        Cmd::Broadcast { text, topic } => broadcast(&cfg, text, topic).await,
+        Cmd::Discord(DiscordCmd::Register { guild }) => discord_register(&cfg, guild).await,
+        Cmd::Config(ConfigCmd::Check) => config_check(&cfg),
+    }
+}
+
+/// `swarmbridge serve`
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    crate::server::serve(cfg).await?;
+    Ok(())
+}
+
+/// `swarmbridge migrate`
+async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let n = crate::store::migrate_only(&cfg.database.url).await?;
+    out!(
+        "applied {n} migration(s) to {}",
+        crate::server::redact_url(&cfg.database.url)
+    );
+    Ok(())
+}
+
+/// `swarmbridge agent add NAME [-c CAP]... [--role ROLE]`
+async fn agent_add(
+    cfg: &Config,
+    name: &str,
+    capabilities: Vec<String>,
+    role: &str,
+) -> anyhow::Result<()> {
+    let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+    let core = open(cfg).await?;
+    let (agent, token) = core.add_agent(name, role, capabilities).await?;
+    eprintln!(
+        "agent {} added (role {}, capabilities {:?}); its token follows and is shown only once:",
+        agent.name, agent.role, agent.capabilities
+    );
+    out!("{token}");
+    Ok(())
+}
+
+/// `swarmbridge agent list`
+async fn agent_list(cfg: &Config) -> anyhow::Result<()> {
+    let core = open(cfg).await?;
+    let agents = core.list_agents().await?;
+    out!(
+        "{:<24} {:<9} {:<8} {:<25} CAPABILITIES",
+        "NAME",
+        "ROLE",
+        "STATUS",
+        "LAST SEEN"
+    );
+    for a in agents {
+        out!(
+            "{:<24} {:<9} {:<8} {:<25} {}",
+            a.name,
+            a.role,
+            if a.revoked_at.is_some() {
+                "revoked"
             } else {
-                out!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
-            }
-            out!(
-                "  catalog:    {} commands ({})",
-                catalog.commands().len(),
-                cfg.catalog.dir.as_deref().unwrap_or("embedded")
-            );
-            match &cfg.reasoning.base_url {
-                Some(url) => out!("  reasoning:  on ({url}, model {})", cfg.reasoning.model),
-                None => out!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)"),
-            }
-            out!(
-                "  dashboard:  on (/), {}; /api, /metrics",
-                if cfg.dashboard.public {
-                    "public read-only view"
-                } else {
-                    "token needed (dashboard.public = false)"
-                }
-            );
+                "active"
+            },
+            a.last_seen
+                .map(crate::clock::rfc3339)
+                .unwrap_or_else(|| "never".into()),
+            a.capabilities.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `swarmbridge agent revoke NAME`
+async fn agent_revoke(cfg: &Config, name: &str) -> anyhow::Result<()> {
+    let core = open(cfg).await?;
+    core.revoke_agent(name).await?;
+    out!("agent {name} revoked");
+    Ok(())
+}
+
+/// `swarmbridge task add TITLE ...`: prints the new task's id on stdout.
+async fn task_add(cfg: &Config, new: NewTask) -> anyhow::Result<()> {
+    let core = open(cfg).await?;
+    let reply = core
+        .execute(&cli_caller(), Command::TaskCreate(new), None)
+        .await?;
+    if let Reply::Task(Some(t)) = reply {
+        out!("{}", t.id);
+        eprintln!("task {} created: {}", t.id, t.title);
+    }
+    Ok(())
+}
+
+/// `swarmbridge task list [--state S] [--limit N]`
+async fn task_list(cfg: &Config, state: Option<String>, limit: i64) -> anyhow::Result<()> {
+    let state = state
+        .map(|s| s.parse::<TaskState>())
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let core = open(cfg).await?;
+    let tasks = core.list_tasks(state, None, Some(limit)).await?;
+    out!(
+        "{:>6} {:<9} {:>4} {:<20} TITLE",
+        "ID",
+        "STATE",
+        "PRIO",
+        "ASSIGNEE"
+    );
+    for t in tasks {
+        out!(
+            "{:>6} {:<9} {:>4} {:<20} {}",
+            t.id,
+            t.state,
+            t.priority,
+            t.assignee.as_deref().unwrap_or("-"),
+            t.title
+        );
+    }
+    Ok(())
+}
+
+/// `swarmbridge send --to NAME TEXT`
+async fn send(cfg: &Config, to: String, text: String) -> anyhow::Result<()> {
+    let core = open(cfg).await?;
+    core.execute(
+        &cli_caller(),
+        Command::MsgSend {
+            to: to.clone(),
+            text,
+        },
+        None,
+    )
+    .await?;
+    out!("message to {to} stored; it is delivered now or when {to} reconnects");
+    Ok(())
+}
+
+/// `swarmbridge broadcast TEXT [--topic T]`
+async fn broadcast(cfg: &Config, text: String, topic: Option<String>) -> anyhow::Result<()> {
+    let core = open(cfg).await?;
+    core.execute(&cli_caller(), Command::Broadcast { text, topic }, None)
+        .await?;
+    out!("broadcast stored");
+    Ok(())
+}
+
+/// `swarmbridge discord register [--guild ID]`
+async fn discord_register(cfg: &Config, guild: Option<u64>) -> anyhow::Result<()> {
+    if !cfg.discord.gateway_on() {
+        anyhow::bail!("SWARMBRIDGE_DISCORD_TOKEN is not set");
+    }
+    let catalog = crate::server::load_catalog(cfg)?;
+    let http = crate::gateway::discord::build_http(&cfg.discord);
+    let guild = guild.or(cfg.discord.guild_id);
+    let n = crate::gateway::discord::register::register_commands(&http, &catalog, guild).await?;
+    match guild {
+        Some(g) => println!("registered {n} slash command(s) in guild {g}"),
+        None => {
+            out!("registered {n} global slash command(s) (Discord may take a while to show them)")
         }
     }
+    Ok(())
+}
+
+/// `swarmbridge config check`: validates the configuration and prints what is on.
+fn config_check(cfg: &Config) -> anyhow::Result<()> {
+    let catalog = crate::server::load_catalog(cfg)?;
+    crate::reason::Reasoner::new(
+        cfg.reasoning.clone(),
+        Arc::new(crate::reason::MemoryCache::new()),
+    )
+    .map_err(|e| anyhow::anyhow!("reasoning: {e}"))?;
+    out!("configuration OK");
+    out!("  listen:     {}", cfg.server.listen);
+    out!(
+        "  database:   {}",
+        crate::server::redact_url(&cfg.database.url)
+    );
+    out!(
+        "  websocket:  on (/ws), heartbeat {} s",
+        cfg.limits.heartbeat_s
+    );
+    out!(
+        "  tasks:      lease {} s, {} attempts",
+        cfg.tasks.lease_s,
+        cfg.tasks.max_attempts
+    );
+    out!(
+        "  discord:    {}",
+        match crate::server::discord_mode(&cfg.discord) {
+            "off" => "off (no SWARMBRIDGE_DISCORD_TOKEN or SWARMBRIDGE_DISCORD_PUBLIC_KEY)",
+            on => on,
+        }
+    );
+    if cfg.twitch.enabled() {
+        out!(
+            "  twitch:     {}",
+            crate::gateway::twitch::describe(&cfg.twitch)
+        );
+    } else {
+        out!("  twitch:     off (no SWARMBRIDGE_TWITCH_CHANNELS)");
+    }
+    out!(
+        "  catalog:    {} commands ({})",
+        catalog.commands().len(),
+        cfg.catalog.dir.as_deref().unwrap_or("embedded")
+    );
+    match &cfg.reasoning.base_url {
+        Some(url) => out!("  reasoning:  on ({url}, model {})", cfg.reasoning.model),
+        None => out!("  reasoning:  off (no SWARMBRIDGE_REASONING_BASE_URL)"),
+    }
+    out!(
+        "  dashboard:  on (/), {}; /api, /metrics",
+        if cfg.dashboard.public {
+            "public read-only view"
+        } else {
+            "token needed (dashboard.public = false)"
+        }
+    );
     Ok(())
 }

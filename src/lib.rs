@@ -24,6 +24,8 @@ pub mod gateway;
 pub mod limits;
 /// Prometheus metrics and the hooks the store, sweeper and reasoner call.
 pub mod observe;
+/// The one helper every periodic loop runs on (sweepers, ack flush, sync, metrics).
+pub mod periodic;
 /// The OpenAI-compatible reasoning client, its cache and circuit breaker.
 pub mod reason;
 /// `swarmbridge serve`: start-up in named steps, and shutdown.

@@ -135,23 +135,6 @@ impl Running {
     }
 }
 
-/// Runs `tick` every `every` until `stop` fires: the one shape of the
-/// server's own periodic upkeep (metrics upkeep, rate-limit memory).
-pub async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut tick: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = interval.tick() => tick().await,
-        }
-    }
-}
-
 /// Step 1: the background upkeep that needs only the core and the limits.
 fn spawn_upkeep(
     tasks: &mut JoinSet<()>,
@@ -162,12 +145,16 @@ fn spawn_upkeep(
 ) {
     let ms = |v: u64| Duration::from_millis(v.max(10));
     let handle = crate::observe::prometheus();
-    tasks.spawn(every(Duration::from_secs(5), shutdown.clone(), move || {
-        handle.run_upkeep();
-        std::future::ready(())
-    }));
+    tasks.spawn(crate::periodic::every(
+        Duration::from_secs(5),
+        shutdown.clone(),
+        move || {
+            handle.run_upkeep();
+            std::future::ready(())
+        },
+    ));
     let limits = rate_limits.clone();
-    tasks.spawn(every(
+    tasks.spawn(crate::periodic::every(
         Duration::from_secs(60),
         shutdown.clone(),
         move || {

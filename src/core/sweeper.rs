@@ -5,6 +5,7 @@
 use super::error::CoreError;
 use super::Core;
 use crate::clock::now_ms;
+use crate::periodic;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs `sweep` every `every` until `stop`. A sweep that comes back with a
 /// full batch (`batch` items) runs again at once, so a backlog drains
-/// without waiting for the next tick; `log` reports each item swept.
+/// without waiting for the next tick; `log` reports each item swept; a
+/// failed sweep is logged and retried at the next tick.
 async fn sweep_periodically<T, Fut>(
     every: Duration,
     stop: CancellationToken,
@@ -23,17 +25,12 @@ async fn sweep_periodically<T, Fut>(
 ) where
     Fut: Future<Output = Result<Vec<T>, CoreError>>,
 {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let (sweep, log) = (&sweep, &log);
+    periodic::every(every, stop, move || async move {
         loop {
             match sweep().await {
                 Ok(items) => {
-                    items.iter().for_each(&log);
+                    items.iter().for_each(log);
                     if items.len() < batch {
                         break;
                     }
@@ -44,7 +41,8 @@ async fn sweep_periodically<T, Fut>(
                 }
             }
         }
-    }
+    })
+    .await
 }
 
 /// Returns expired claims to `open` every `every`, emitting `task.expired`.
@@ -81,42 +79,33 @@ pub async fn run_poll_sweeper(core: Arc<Core>, every: Duration, stop: Cancellati
 /// are closed (1008).
 pub async fn run_external_watcher(core: Arc<Core>, every: Duration, stop: CancellationToken) {
     let mut since = now_ms();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = core.store.sync_external().await {
-            tracing::warn!(error = %e, "could not read events written by other processes");
-        }
+    periodic::every(every, stop, || {
+        // The window of revocations to look at: from the previous tick
+        // (less a second of slack) to now.
         let check_from = since;
         since = now_ms();
-        match core.store.revoked_since(check_from - 1000).await {
-            Ok(names) => {
-                for name in names {
-                    core.bus.disconnect_agent(&name, 1008, "token revoked");
-                }
+        let core = &core;
+        async move {
+            if let Err(e) = core.store.sync_external().await {
+                tracing::warn!(error = %e, "could not read events written by other processes");
             }
-            Err(e) => tracing::warn!(error = %e, "could not check revocations"),
+            match core.store.revoked_since(check_from - 1000).await {
+                Ok(names) => {
+                    for name in names {
+                        core.bus.disconnect_agent(&name, 1008, "token revoked");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not check revocations"),
+            }
         }
-    }
+    })
+    .await
 }
 
 /// Writes acknowledgements to the store every `every`, and once more at shutdown.
 pub async fn run_ack_flusher(core: Arc<Core>, every: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        let stopping = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = tick.tick() => false,
-        };
-        flush_acks(&core).await;
-        if stopping {
-            return;
-        }
-    }
+    periodic::every(every, stop, || flush_acks(&core)).await;
+    flush_acks(&core).await;
 }
 
 /// Stores every pending acknowledgement now, all in one write (one

@@ -4,8 +4,12 @@
 //! become a JSON object that [`command`] turns into a typed [`Command`].
 //! Field names are the protocol's (`docs/protocol.md`); serde's messages
 //! (`missing field `text``, `invalid type`) are the `bad_request` text.
+//!
+//! [`command_in`] first checks the JSON values against the catalog entry's
+//! option limits (lengths, ranges, choices), as chat input is checked by
+//! [`CommandSpec::validate`]; every JSON front door calls it.
 
-use crate::catalog::{ArgValue, Args};
+use crate::catalog::{ArgValue, Args, Catalog, CommandSpec, OptionKind};
 use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{NewTask, TaskState};
@@ -208,6 +212,82 @@ pub fn command(name: &str, mut fields: Map<String, Value>) -> Result<Command, Co
     let wire: Wire = serde_json::from_value(Value::Object(fields))
         .map_err(|e| bad(e.to_string().replace("unknown variant", "unknown type")))?;
     into_command(wire)
+}
+
+/// Fields whose size the protocol defines itself, checked by the core:
+/// the text fields of `limits.max_text_chars` (`title`, `body`, `note`,
+/// `error`, `reason`, `text`), `prompt` (`limits.max_prompt_chars`), the
+/// lists `requires`, `tags` (32 entries of 64 characters) and `options`
+/// (2 to 10 of 100), and `result` (any JSON within the frame limit). The
+/// catalog's `max_length` for them is what a Discord option allows, so
+/// JSON input is not held to it: no documented protocol limit becomes
+/// stricter, and raising a configured limit keeps working.
+pub const PROTOCOL_SIZED_FIELDS: &[&str] = &[
+    "title", "body", "note", "error", "reason", "text", "prompt", "requires", "tags", "options",
+    "result",
+];
+
+/// Checks JSON argument values against `spec`'s declared options: string
+/// lengths (`max_length`, except [`PROTOCOL_SIZED_FIELDS`]), choices, and
+/// integer ranges (`min`, `max`). A value of another JSON type than the
+/// option's is left to the parser, which names the mistyped field; keys
+/// the catalog does not declare (protocol-only fields, `type`, `id`) are
+/// not looked at. Each `bad_request` names the field.
+pub fn check_json_args(spec: &CommandSpec, fields: &Map<String, Value>) -> Result<(), CoreError> {
+    for o in &spec.options {
+        let Some(value) = fields.get(&o.name) else {
+            continue;
+        };
+        match (o.kind, value) {
+            (OptionKind::String | OptionKind::Agent, Value::String(s)) => {
+                let n = s.chars().count();
+                if let Some(max) = o.max_length {
+                    if n > max as usize && !PROTOCOL_SIZED_FIELDS.contains(&o.name.as_str()) {
+                        return Err(bad(format!(
+                            "`{}` is limited to {max} characters, got {n}",
+                            o.name
+                        )));
+                    }
+                }
+                // An empty optional choice means "not given", as the parser reads it.
+                let given = o.required || !s.is_empty();
+                if given && !o.choices.is_empty() && !o.choices.iter().any(|c| c == s) {
+                    return Err(bad(format!(
+                        "`{}` must be one of {}, got {s:?}",
+                        o.name,
+                        o.choices.join(", ")
+                    )));
+                }
+            }
+            (OptionKind::Integer | OptionKind::Task, Value::Number(n)) => {
+                let Some(i) = n.as_i64() else { continue };
+                if o.min.is_some_and(|m| i < m) || o.max.is_some_and(|m| i > m) {
+                    return Err(bad(format!(
+                        "`{}` must be between {} and {}, got {i}",
+                        o.name,
+                        o.min.map_or("-inf".into(), |m| m.to_string()),
+                        o.max.map_or("inf".into(), |m| m.to_string())
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses command `name` from JSON `fields` as every JSON front door
+/// (WebSocket, HTTP) does: the values are checked against the catalog's
+/// option limits ([`check_json_args`]), then parsed by [`command`].
+pub fn command_in(
+    catalog: &Catalog,
+    name: &str,
+    fields: Map<String, Value>,
+) -> Result<Command, CoreError> {
+    if let Some(spec) = catalog.get(name) {
+        check_json_args(spec, &fields)?;
+    }
+    command(name, fields)
 }
 
 /// Parses a chat command's options, already validated against its catalog
@@ -422,5 +502,37 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code(), "bad_request");
+    }
+
+    #[test]
+    fn json_values_are_held_to_the_catalogs_lengths_ranges_and_choices() {
+        let catalog = Catalog::embedded().expect("embedded catalog");
+        let refused = |name: &str, fields: Value| {
+            command_in(&catalog, name, obj(fields))
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = refused("msg.send", json!({"to": "a".repeat(65), "text": "hi"}));
+        assert!(e.contains("`to` is limited to 64 characters"), "{e}");
+        let e = refused("task.list", json!({"limit": 501}));
+        assert!(e.contains("`limit` must be between 1 and 500"), "{e}");
+        let e = refused("task.list", json!({"state": "sideways"}));
+        assert!(e.contains("`state` must be one of"), "{e}");
+        // an empty optional choice still means "any state"
+        assert!(command_in(&catalog, "task.list", obj(json!({"state": ""}))).is_ok());
+    }
+
+    #[test]
+    fn protocol_text_fields_are_not_held_to_the_catalogs_discord_lengths() {
+        let catalog = Catalog::embedded().expect("embedded catalog");
+        let prompt = "p".repeat(7000);
+        assert!(command_in(
+            &catalog,
+            "reason",
+            obj(json!({"prompt": prompt, "mode": "simple"}))
+        )
+        .is_ok());
+        let title = "t".repeat(1000);
+        assert!(command_in(&catalog, "task.create", obj(json!({"title": title}))).is_ok());
     }
 }

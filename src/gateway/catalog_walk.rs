@@ -52,19 +52,24 @@ fn chat_words(spec: &CommandSpec, args: &Args) -> String {
 }
 
 /// What front door `surface` parses from the sample arguments.
-fn parse_on(surface: Surface, spec: &CommandSpec, args: &Args) -> Result<Command, CoreError> {
+fn parse_on(
+    catalog: &Catalog,
+    surface: Surface,
+    spec: &CommandSpec,
+    args: &Args,
+) -> Result<Command, CoreError> {
     match surface {
         Surface::Ws => {
             let mut frame = parse::args_json(args);
             frame.insert("type".into(), Value::String(spec.ws_type().into()));
             frame.insert("id".into(), Value::String("walk".into()));
-            match ws::frames::parse(&Value::Object(frame).to_string()) {
+            match ws::frames::parse(&Value::Object(frame).to_string(), catalog) {
                 Ok((_, ws::frames::ClientFrame::Command(c))) => Ok(c),
                 Ok((_, other)) => Err(CoreError::Internal(format!("parsed as {other:?}"))),
                 Err(bad) => Err(CoreError::BadRequest(bad.message)),
             }
         }
-        Surface::Http => parse::command(spec.ws_type(), parse::args_json(args)),
+        Surface::Http => parse::command_in(catalog, spec.ws_type(), parse::args_json(args)),
         Surface::Discord => {
             spec.validate(args)?;
             parse::chat_command(spec.ws_type(), args)
@@ -128,7 +133,7 @@ async fn every_catalog_entry_parses_runs_and_renders_on_each_front_door_it_lists
         let args = sample_args(spec);
         for &surface in &spec.platforms {
             let name = spec.ws_type();
-            let cmd = parse_on(surface, spec, &args)
+            let cmd = parse_on(&catalog, surface, spec, &args)
                 .unwrap_or_else(|e| panic!("{name} on {surface:?} does not parse: {e}"));
             assert_eq!(cmd.name(), name, "{surface:?}");
             if surface == Surface::Http {

@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod browser;
+mod catalog_limits;
 mod cli;
 mod dashboard;
 mod discord;

@@ -128,7 +128,7 @@ impl ApiCaller {
         name: &str,
         fields: Map<String, Value>,
     ) -> Result<Reply, ApiError> {
-        let cmd = parse::command(name, fields)?;
+        let cmd = parse::command_in(&app.dispatch.core().catalog, name, fields)?;
         Ok(app.dispatch.dispatch(&self.0, cmd).await?)
     }
 

@@ -30,10 +30,15 @@ pub struct ReasonBody {
 }
 
 fn reason_command(
+    app: &AppState,
     body: Result<Json<Map<String, Value>>, JsonRejection>,
 ) -> Result<Command, ApiError> {
     let Json(fields) = body.map_err(body_error)?;
-    Ok(parse::command("reason", fields)?)
+    Ok(parse::command_in(
+        &app.dispatch.core().catalog,
+        "reason",
+        fields,
+    )?)
 }
 
 /// `POST /api/reason`: the `reason.result` fields as JSON.
@@ -50,7 +55,7 @@ pub async fn reason(
     caller: ApiCaller,
     body: Result<Json<Map<String, Value>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let cmd = reason_command(body)?;
+    let cmd = reason_command(&app, body)?;
     let reply = app.dispatch.dispatch(&caller.0, cmd).await?;
     Ok(Json(reply_json(&reply)).into_response())
 }
@@ -70,7 +75,7 @@ pub async fn reason_stream(
     caller: ApiCaller,
     body: Result<Json<Map<String, Value>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let cmd = reason_command(body)?;
+    let cmd = reason_command(&app, body)?;
     let admitted = app.dispatch.admit(&caller.0, cmd)?;
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! shared [`parse`]) and rendering replies and errors. Field names and error codes
 //! are the contract in `docs/protocol.md`.
 
+use crate::catalog::Catalog;
 use crate::core::command::{Command, Reply};
 use crate::core::error::CoreError;
 use crate::dispatch::parse;
@@ -57,8 +58,9 @@ pub struct BadFrame {
     pub message: String,
 }
 
-/// Parses one text frame: JSON, then `id`, then the typed frame.
-pub fn parse(text: &str) -> Result<(Option<String>, ClientFrame), BadFrame> {
+/// Parses one text frame: JSON, then `id`, then the typed frame; a
+/// command's arguments are checked against `catalog`'s option limits.
+pub fn parse(text: &str, catalog: &Catalog) -> Result<(Option<String>, ClientFrame), BadFrame> {
     let value: Value = serde_json::from_str(text).map_err(|e| BadFrame {
         re: None,
         message: format!("malformed JSON: {e}"),
@@ -118,7 +120,7 @@ pub fn parse(text: &str) -> Result<(Option<String>, ClientFrame), BadFrame> {
             ClientFrame::Ack { seq: a.seq }
         }
         name => ClientFrame::Command(
-            parse::command(name, map).map_err(|e| bad(re.clone(), e.to_string()))?,
+            parse::command_in(catalog, name, map).map_err(|e| bad(re.clone(), e.to_string()))?,
         ),
     };
     Ok((re, frame))
@@ -190,6 +192,11 @@ pub fn error_frame(re: Option<&str>, err: &CoreError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses against the embedded catalog, as a server without `catalog.dir` does.
+    fn parse(text: &str) -> Result<(Option<String>, ClientFrame), BadFrame> {
+        super::parse(text, &Catalog::embedded().expect("embedded catalog"))
+    }
 
     #[test]
     fn parses_a_request_with_its_id() {

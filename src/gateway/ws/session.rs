@@ -5,6 +5,7 @@
 
 use super::frames::{self, ClientFrame};
 use crate::bus::{CloseReason, Delivery};
+use crate::catalog::Catalog;
 use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{Agent, Caller, Platform};
@@ -43,9 +44,9 @@ type WsRead = Result<Message, axum::Error>;
 
 /// True for a frame that becomes a core command (not hello, ping, ack or
 /// reason), i.e. one whose execution may join others in a burst.
-fn is_plain_command(text: &str) -> bool {
+fn is_plain_command(text: &str, catalog: &Catalog) -> bool {
     matches!(
-        frames::parse(text),
+        frames::parse(text, catalog),
         Ok((_, ClientFrame::Command(cmd))) if !matches!(cmd, Command::Reason { .. })
     )
 }
@@ -219,7 +220,7 @@ impl Conn {
                 self.send_error(None, &e).await?;
                 return Err(stop(1009, "frame too large"));
             }
-            let (re, frame) = match frames::parse(&text) {
+            let (re, frame) = match frames::parse(&text, &self.app.core.catalog) {
                 Ok(v) => v,
                 Err(bad) => {
                     let e = CoreError::BadRequest(format!(
@@ -440,7 +441,9 @@ impl Conn {
                 Some(Ok(m)) => m,
             };
             match msg {
-                Message::Text(t) if !single && is_plain_command(&t) => run.push(t),
+                Message::Text(t) if !single && is_plain_command(&t, &self.app.core.catalog) => {
+                    run.push(t)
+                }
                 other => {
                     self.run_commands(std::mem::take(&mut run), caller).await?;
                     self.on_message(other, caller).await?;
@@ -580,7 +583,7 @@ impl Conn {
             self.send_error(None, &e).await?;
             return Err(stop(1009, "frame too large"));
         }
-        let (re, frame) = match frames::parse(text) {
+        let (re, frame) = match frames::parse(text, &self.app.core.catalog) {
             Ok(v) => v,
             Err(bad) => {
                 return self
