@@ -76,6 +76,16 @@ pub enum Cmd {
     /// Discord.
     #[command(subcommand)]
     Discord(DiscordCmd),
+    /// Speak MCP on stdin/stdout, forwarding to a running server's `/mcp`
+    /// (for clients that launch MCP servers as a process).
+    Mcp {
+        /// The server, e.g. http://127.0.0.1:7878 (env SWARMBRIDGE_MCP_URL).
+        #[arg(long, env = "SWARMBRIDGE_MCP_URL")]
+        url: String,
+        /// The agent token (env SWARMBRIDGE_MCP_TOKEN; never logged).
+        #[arg(long, env = "SWARMBRIDGE_MCP_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 /// `swarmbridge discord ...`
@@ -233,6 +243,9 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { .. } => {
             crate::server::serve(cfg).await?;
+        }
+        Cmd::Mcp { url, token } => {
+            crate::gateway::mcp::bridge::run_stdio_bridge(&url, &token).await?;
         }
         Cmd::Migrate => {
             let n = crate::store::Store::migrate_only(&cfg.database.url).await?;
