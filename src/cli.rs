@@ -248,7 +248,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             crate::gateway::mcp::bridge::run_stdio_bridge(&url, &token).await?;
         }
         Cmd::Migrate => {
-            let n = crate::store::Store::migrate_only(&cfg.database.url).await?;
+            let n = crate::store::migrate_only(&cfg.database.url).await?;
             out!(
                 "applied {n} migration(s) to {}",
                 crate::server::redact_url(&cfg.database.url)
@@ -270,7 +270,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         }
         Cmd::Agent(AgentCmd::List) => {
             let core = open(&cfg).await?;
-            let agents = core.store.list_agents().await?;
+            let agents = core.list_agents().await?;
             out!(
                 "{:<24} {:<9} {:<8} {:<25} CAPABILITIES",
                 "NAME",
@@ -385,10 +385,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             }
         }
         Cmd::Config(ConfigCmd::Check) => {
-            let catalog = match &cfg.catalog.dir {
-                Some(dir) => crate::catalog::Catalog::from_dir(std::path::Path::new(dir))?,
-                None => crate::catalog::Catalog::embedded()?,
-            };
+            let catalog = crate::server::load_catalog(&cfg)?;
             crate::reason::Reasoner::new(
                 cfg.reasoning.clone(),
                 Arc::new(crate::reason::MemoryCache::new()),

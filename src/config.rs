@@ -40,6 +40,9 @@ pub struct Config {
     /// The OpenAI-compatible reasoning backend (`SWARMBRIDGE_REASONING_*`).
     #[serde(default)]
     pub reasoning: crate::reason::ReasonConfig,
+    /// Embeddings for semantic search (`[embeddings]`, off by default).
+    #[serde(default)]
+    pub embeddings: crate::embed::EmbedConfig,
     /// Polls: shortest duration, sweep period, vote weights per role.
     #[serde(default)]
     pub polls: PollsConfig,
@@ -91,10 +94,34 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// A SQLite path or `sqlite:` URL (`SWARMBRIDGE_DATABASE_URL`).
+    /// A SQLite path, `sqlite:` URL or `postgres://` URL
+    /// (`SWARMBRIDGE_DATABASE_URL`).
     pub url: String,
     /// Size of the read pool.
     pub read_connections: u32,
+    /// PostgreSQL: most connections this instance opens (reads, the
+    /// writer's batches; the event listener and leader locks use their own).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Group commit: most write requests in one transaction.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// Group commit: how long (µs) the writer keeps a batch open for more
+    /// requests once it has one; 0 takes only what is already queued.
+    #[serde(default = "default_batch_wait_us")]
+    pub batch_wait_us: u64,
+}
+
+fn default_pool_size() -> u32 {
+    16
+}
+
+fn default_batch_max() -> usize {
+    256
+}
+
+fn default_batch_wait_us() -> u64 {
+    100
 }
 
 /// `[tasks]`

@@ -16,6 +16,8 @@ pub mod config;
 pub mod core;
 /// The one path every front door takes: platform, rate, role, execute, count.
 pub mod dispatch;
+/// Embeddings for semantic search: OpenAI-compatible client, local model, ranking.
+pub mod embed;
 /// The front doors: WebSocket, HTTP, dashboard, Discord, Twitch.
 pub mod gateway;
 /// Rate limits per caller and class (governor).

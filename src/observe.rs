@@ -143,6 +143,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         match builder().install_recorder() {
             Ok(handle) => {
                 describe();
+                crate::embed::metrics::describe_metrics();
                 handle
             }
             Err(e) => {
@@ -202,7 +203,7 @@ pub fn render(core: &Core, fd: &FrontDoorStats) -> String {
         gauge!("swarmbridge_reasoning_last_latency_seconds").set(ms as f64 / 1000.0);
     }
 
-    let counts = core.store.task_counts();
+    let counts = core.task_counts();
     for st in TaskState::ALL {
         gauge!("swarmbridge_tasks", "state" => st.as_str()).set(counts.get(st) as f64);
     }

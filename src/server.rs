@@ -11,8 +11,9 @@ use crate::gateway::discord::Discord;
 use crate::gateway::{self, AppState};
 use crate::limits::RateLimits;
 use crate::reason::{ReasonCache, Reasoner};
-use crate::store::{Store, StoreError};
+use crate::store::{BatchPolicy, StoreError};
 use axum::serve::ListenerExt;
+use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,19 +55,23 @@ pub enum ServerError {
 /// Opens the configured store with `bus` as its event sink and builds the
 /// core, with the reasoning engine caching in that store.
 pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerError> {
-    let store = Store::open(
+    let batch = BatchPolicy {
+        max: cfg.database.batch_max.max(1),
+        wait: Duration::from_micros(cfg.database.batch_wait_us),
+    };
+    let store = crate::store::open(
         &cfg.database.url,
         cfg.database.read_connections,
+        cfg.database.pool_size,
+        batch,
         bus.clone(),
     )
     .await?;
-    let store = Arc::new(store);
     let mut reasoning = cfg.reasoning.clone();
     reasoning.max_prompt_chars = cfg.limits.max_prompt_chars;
     let reasoner = Reasoner::new(reasoning, store.clone() as Arc<dyn ReasonCache>)
         .map_err(|e| ServerError::Reasoning(e.to_string()))?;
     let catalog = load_catalog(cfg)?;
-    check_catalog(&catalog)?;
     Ok(Core::new(
         store,
         bus,
@@ -78,12 +83,15 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     ))
 }
 
-/// The configured command catalog: `catalog.dir`, or the embedded one.
-pub fn load_catalog(cfg: &Config) -> Result<Catalog, CatalogError> {
-    match &cfg.catalog.dir {
-        Some(dir) => Catalog::from_dir(std::path::Path::new(dir)),
-        None => Catalog::embedded(),
-    }
+/// The configured command catalog (`catalog.dir`, or the embedded one),
+/// checked to declare exactly the commands this build implements.
+pub fn load_catalog(cfg: &Config) -> Result<Catalog, ServerError> {
+    let catalog = match &cfg.catalog.dir {
+        Some(dir) => Catalog::from_dir(std::path::Path::new(dir))?,
+        None => Catalog::embedded()?,
+    };
+    check_catalog(&catalog)?;
+    Ok(catalog)
 }
 
 /// A server that is listening; dropping it does not stop it, [`Running::shutdown`] does.
@@ -190,28 +198,36 @@ fn spawn_upkeep(
 }
 
 /// Step 2: the Twitch front door, when configured (the task to spawn once
-/// the listener is up).
+/// the listener is up). On a shared (PostgreSQL) database the task waits to
+/// own the Twitch login first (see [`owned_twitch`]).
 fn prepare_twitch(
-    cfg: &Config,
+    cfg: &Arc<Config>,
     dispatch: &Arc<Dispatcher>,
     shutdown: &CancellationToken,
-) -> Result<Option<impl std::future::Future<Output = ()> + Send + 'static>, ServerError> {
+) -> Result<Option<BoxFuture<'static, ()>>, ServerError> {
     if !cfg.twitch.enabled() {
         return Ok(None);
     }
     dispatch.stats().set_twitch_on();
-    Ok(Some(gateway::twitch::start(
+    if crate::store::is_shared(&cfg.database.url) {
+        return Ok(Some(Box::pin(owned_twitch(
+            dispatch.clone(),
+            cfg.clone(),
+            shutdown.clone(),
+        ))));
+    }
+    Ok(Some(Box::pin(gateway::twitch::start(
         dispatch.clone(),
         Arc::new(cfg.twitch.clone()),
         shutdown.clone(),
-    )?))
+    )?)))
 }
 
 /// Step 3: the Discord front door, when configured: its gateway client and
 /// announcer are spawned; the handler is returned for the HTTP endpoint.
 fn start_discord(
     tasks: &mut JoinSet<()>,
-    cfg: &Config,
+    cfg: &Arc<Config>,
     dispatch: &Arc<Dispatcher>,
     sessions: &TaskTracker,
     shutdown: &CancellationToken,
@@ -226,7 +242,16 @@ fn start_discord(
         sessions.clone(),
         shutdown.clone(),
     )?);
-    if dcfg.gateway_on() {
+    if dcfg.gateway_on() && crate::store::is_shared(&cfg.database.url) {
+        // several instances: only the owner holds the gateway (see `owned_discord_gateway`)
+        dispatch.stats().set_discord_link(false);
+        tasks.spawn(owned_discord_gateway(
+            d.clone(),
+            dispatch.clone(),
+            cfg.clone(),
+            shutdown.clone(),
+        ));
+    } else if dcfg.gateway_on() {
         dispatch.stats().set_discord_link(false);
         tasks.spawn(crate::gateway::discord::run_gateway(
             d.clone(),
@@ -341,6 +366,61 @@ fn log_front_doors(cfg: &Config, core: &Core, addr: SocketAddr) {
         twitch = %gateway::twitch::describe(&cfg.twitch),
         "front doors"
     );
+}
+
+// ---- platform ownership across instances ---------------------------------
+// On a shared (PostgreSQL) database only one instance at a time holds the
+// Twitch login and the Discord gateway (with its announcer); another takes
+// over when it dies. Slash commands over HTTP interactions, the API and
+// WebSocket agents run on every instance.
+
+/// Runs the Twitch front door whenever this instance owns the Twitch login.
+async fn owned_twitch(dispatch: Arc<Dispatcher>, cfg: Arc<Config>, shutdown: CancellationToken) {
+    let twitch_cfg = Arc::new(cfg.twitch.clone());
+    crate::store::while_platform_owner(cfg.database.url.clone(), "twitch", shutdown, |term| {
+        let started = gateway::twitch::start(dispatch.clone(), twitch_cfg.clone(), term);
+        async move {
+            match started {
+                Ok(run) => run.await,
+                Err(e) => tracing::error!(platform = "twitch", error = %e, "cannot start Twitch"),
+            }
+        }
+    })
+    .await
+}
+
+/// Runs the Discord gateway and announcer whenever this instance owns the
+/// Discord gateway.
+async fn owned_discord_gateway(
+    discord: Arc<Discord>,
+    dispatch: Arc<Dispatcher>,
+    cfg: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let dcfg = cfg.discord.clone();
+    crate::store::while_platform_owner(cfg.database.url.clone(), "discord", shutdown, |term| {
+        let gateway =
+            crate::gateway::discord::run_gateway(discord.clone(), dcfg.clone(), term.clone());
+        let announcer = dcfg.announce_channel.filter(|c| *c != 0).map(|channel| {
+            Announcer::new(
+                discord.http.clone(),
+                channel,
+                Duration::from_millis(dcfg.announce_coalesce_ms),
+                dcfg.announce_burst,
+                Duration::from_secs(dcfg.announce_period_s),
+            )
+            .run(dispatch.core().bus.observe(), term)
+        });
+        async move {
+            match announcer {
+                Some(announcer) => {
+                    tokio::join!(gateway, announcer);
+                }
+                None => gateway.await,
+            }
+        }
+    })
+    .await
 }
 
 /// What of Discord runs, for the start-up line and `config check`.

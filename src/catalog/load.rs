@@ -159,24 +159,7 @@ mod tests {
     #[test]
     fn the_embedded_catalog_is_valid_and_complete() {
         let c = Catalog::embedded().unwrap();
-        for ws in [
-            "status",
-            "agents",
-            "task.create",
-            "task.claim",
-            "task.renew",
-            "task.progress",
-            "task.complete",
-            "task.fail",
-            "task.release",
-            "task.get",
-            "task.list",
-            "task.cancel",
-            "task.assign",
-            "msg.send",
-            "broadcast",
-            "reason",
-        ] {
+        for ws in crate::core::command::COMMAND_NAMES {
             assert!(c.get(ws).is_some(), "{ws} missing from the catalog");
         }
         assert_eq!(c.by_twitch_alias("tasks").unwrap().ws_type(), "task.list");

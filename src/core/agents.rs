@@ -3,6 +3,7 @@
 
 use super::error::CoreError;
 use super::model::{Agent, AgentView, Role, StatusReport};
+use super::store::timed;
 use super::Core;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
@@ -79,10 +80,12 @@ impl Core {
         if token.is_empty() || token.len() > 256 {
             return Err(CoreError::Unauthorized("invalid or revoked token".into()));
         }
-        self.store
-            .agent_by_token_hash(&hash_token(token))
-            .await?
-            .ok_or_else(|| CoreError::Unauthorized("invalid or revoked token".into()))
+        timed(
+            "agent_by_token",
+            self.store.agent_by_token_hash(&hash_token(token)),
+        )
+        .await?
+        .ok_or_else(|| CoreError::Unauthorized("invalid or revoked token".into()))
     }
 
     /// Records a connection: new capabilities (when given) and last-seen.
@@ -98,6 +101,16 @@ impl Core {
             .store
             .agent_connected(name.to_string(), capabilities)
             .await?)
+    }
+
+    /// Marks an agent seen now (when its connection ends).
+    pub async fn touch_agent(&self, name: &str) -> Result<(), CoreError> {
+        Ok(self.store.agent_connected(name.to_string(), None).await?)
+    }
+
+    /// Every registered agent, revoked ones included, by name.
+    pub async fn list_agents(&self) -> Result<Vec<Agent>, CoreError> {
+        Ok(self.store.list_agents().await?)
     }
 
     /// Revokes an agent's token and closes its open connections (1008).

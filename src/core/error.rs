@@ -34,6 +34,15 @@ pub enum CoreError {
     /// A dependency is down, failing or not configured.
     #[error("{0}")]
     Unavailable(String),
+    /// The database cannot be reached for now (code `unavailable`); nothing
+    /// was executed and a retry after `retry_after_ms` may succeed.
+    #[error("{message}")]
+    StoreUnavailable {
+        /// For the caller.
+        message: String,
+        /// How long until a retry may succeed.
+        retry_after_ms: u64,
+    },
     /// A fault on our side; details are logged, not shown.
     #[error("{0}")]
     Internal(String),
@@ -50,7 +59,7 @@ impl CoreError {
             CoreError::Conflict(_) => "conflict",
             CoreError::RateLimited { .. } => "rate_limited",
             CoreError::PayloadTooLarge(_) => "payload_too_large",
-            CoreError::Unavailable(_) => "unavailable",
+            CoreError::Unavailable(_) | CoreError::StoreUnavailable { .. } => "unavailable",
             CoreError::Internal(_) => "internal",
         }
     }
@@ -59,7 +68,8 @@ impl CoreError {
     /// while a circuit breaker is open).
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            CoreError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            CoreError::RateLimited { retry_after_ms, .. }
+            | CoreError::StoreUnavailable { retry_after_ms, .. } => Some(*retry_after_ms),
             _ => None,
         }
     }

@@ -188,6 +188,45 @@ pub trait EventSink: Send + Sync + 'static {
     fn publish(&self, events: &[CommittedEvent]);
 }
 
+impl super::Core {
+    /// One page of the events after `after` that `agent` (with these
+    /// capabilities) gets, in `seq` order; page on from `scanned_to` (an
+    /// empty scan means the end).
+    pub async fn events_for(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+        after: i64,
+        limit: i64,
+    ) -> Result<super::store::EventPage, super::error::CoreError> {
+        let scanned =
+            super::store::timed("events_for", self.store.scan_events(agent, after, limit)).await?;
+        Ok(super::store::EventPage::from_scan(
+            scanned,
+            agent,
+            capabilities,
+        ))
+    }
+
+    /// The newest event `seq` that `agent` (with these capabilities) gets,
+    /// 0 when there is none.
+    pub async fn newest_seq_for(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+    ) -> Result<i64, super::error::CoreError> {
+        Ok(self.store.newest_seq_for(agent, capabilities).await?)
+    }
+
+    /// The newest `limit` events, oldest first (the dashboard's feed on load).
+    pub async fn recent_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<CommittedEvent>, super::error::CoreError> {
+        Ok(super::store::timed("recent_events", self.store.recent_events(limit)).await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@
 use super::error::CoreError;
 use super::events::{Audience, EventKind, NewEvent};
 use super::model::Caller;
+use super::store::MessageRecord;
 use super::Core;
-use crate::store::MessageRecord;
 use serde_json::json;
 
 /// Longest broadcast topic.

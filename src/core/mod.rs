@@ -14,21 +14,22 @@ pub mod polls;
 pub mod reasoning;
 pub mod search;
 pub mod stats;
+pub mod store;
 pub mod sweeper;
 pub mod tasks;
 
 use crate::bus::Bus;
 use crate::config::{LimitsConfig, PollsConfig, TasksConfig};
-use crate::store::Store;
 use acks::AckBook;
 use std::sync::Arc;
 use std::time::Instant;
+use store::Store;
 
 /// Everything a command needs: the store, the bus (presence and fan-out),
 /// the limits and task defaults. Shared by all front doors behind an `Arc`.
 pub struct Core {
     /// Durable state.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     /// Live connections and event fan-out.
     pub bus: Arc<Bus>,
     /// Task defaults (lease, attempts).
@@ -49,7 +50,7 @@ pub struct Core {
 impl Core {
     /// Builds the core over an opened store and its bus.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         bus: Arc<Bus>,
         reasoner: Arc<crate::reason::Reasoner>,
         catalog: Arc<crate::catalog::Catalog>,

@@ -290,9 +290,11 @@ impl Core {
         }
         Ok(self
             .store
-            .create_poll(new, caller.identity.clone(), |poll| {
-                vec![poll_event(EventKind::PollOpened, poll)]
-            })
+            .create_poll(
+                new,
+                caller.identity.clone(),
+                Box::new(|poll: &Poll| vec![poll_event(EventKind::PollOpened, poll)]),
+            )
             .await?)
     }
 
@@ -314,27 +316,31 @@ impl Core {
         let platform = caller.platform;
         Ok(self
             .store
-            .cast_ballot(poll_id, ballot, move |poll, now| {
-                if poll.state == PollState::Closed || now >= poll.closes_at {
-                    return Err(CoreError::Conflict(format!("poll {} is closed", poll.id)));
-                }
-                if !poll.voters.admit(platform) {
-                    return Err(CoreError::Forbidden(format!(
-                        "poll {} is for {} voters; you are voting from {}",
-                        poll.id,
-                        poll.voters,
-                        platform.as_str()
-                    )));
-                }
-                let n = poll.options.len() as i64;
-                if !(1..=n).contains(&option) {
-                    return Err(CoreError::bad_request(format!(
-                        "`option` must be between 1 and {n} for poll {}, got {option}",
-                        poll.id
-                    )));
-                }
-                Ok(())
-            })
+            .cast_ballot(
+                poll_id,
+                ballot,
+                Box::new(move |poll: &Poll, now| {
+                    if poll.state == PollState::Closed || now >= poll.closes_at {
+                        return Err(CoreError::Conflict(format!("poll {} is closed", poll.id)));
+                    }
+                    if !poll.voters.admit(platform) {
+                        return Err(CoreError::Forbidden(format!(
+                            "poll {} is for {} voters; you are voting from {}",
+                            poll.id,
+                            poll.voters,
+                            platform.as_str()
+                        )));
+                    }
+                    let n = poll.options.len() as i64;
+                    if !(1..=n).contains(&option) {
+                        return Err(CoreError::bad_request(format!(
+                            "`option` must be between 1 and {n} for poll {}, got {option}",
+                            poll.id
+                        )));
+                    }
+                    Ok(())
+                }),
+            )
             .await?)
     }
 
@@ -354,16 +360,19 @@ impl Core {
     pub async fn close_poll(&self, _caller: &Caller, poll_id: i64) -> Result<Poll, CoreError> {
         Ok(self
             .store
-            .update_poll(poll_id, |poll, now| {
-                if poll.state == PollState::Closed {
-                    return Err(CoreError::Conflict(format!(
-                        "poll {} is already closed",
-                        poll.id
-                    )));
-                }
-                close(poll, now);
-                Ok(vec![poll_event(EventKind::PollClosed, poll)])
-            })
+            .update_poll(
+                poll_id,
+                Box::new(|poll: &mut Poll, now| {
+                    if poll.state == PollState::Closed {
+                        return Err(CoreError::Conflict(format!(
+                            "poll {} is already closed",
+                            poll.id
+                        )));
+                    }
+                    close(poll, now);
+                    Ok(vec![poll_event(EventKind::PollClosed, poll)])
+                }),
+            )
             .await?)
     }
 
@@ -383,10 +392,13 @@ impl Core {
         }
         Ok(self
             .store
-            .close_due_polls(CLOSE_BATCH, |poll, now| {
-                close(poll, now);
-                vec![poll_event(EventKind::PollClosed, poll)]
-            })
+            .close_due_polls(
+                CLOSE_BATCH,
+                Box::new(|poll: &mut Poll, now| {
+                    close(poll, now);
+                    vec![poll_event(EventKind::PollClosed, poll)]
+                }),
+            )
             .await?)
     }
 }

@@ -4,6 +4,7 @@
 
 use super::error::CoreError;
 use super::model::AgentStats;
+use super::store::timed;
 use super::Core;
 use std::collections::BTreeMap;
 
@@ -16,15 +17,13 @@ impl Core {
         if self.store.agent(name).await?.is_none() {
             return Err(CoreError::NotFound(format!("no agent named {name}")));
         }
-        let tally = self.store.run_tally(name).await?;
+        let tally = timed("run_tally", self.store.run_tally(name)).await?;
         Ok(AgentStats::from_tally(name, &tally))
     }
 
     /// Statistics of every agent that ever held a claim, by name.
     pub async fn all_agent_stats(&self) -> Result<BTreeMap<String, AgentStats>, CoreError> {
-        Ok(self
-            .store
-            .run_tallies()
+        Ok(timed("run_tallies", self.store.run_tallies())
             .await?
             .iter()
             .map(|(name, t)| (name.clone(), AgentStats::from_tally(name, t)))
@@ -34,6 +33,10 @@ impl Core {
     /// Tasks completed per minute over the last [`THROUGHPUT_MINUTES`]
     /// minutes, oldest first.
     pub async fn throughput(&self) -> Result<Vec<i64>, CoreError> {
-        Ok(self.store.done_per_minute(THROUGHPUT_MINUTES).await?)
+        Ok(timed(
+            "done_per_minute",
+            self.store.done_per_minute(THROUGHPUT_MINUTES),
+        )
+        .await?)
     }
 }

@@ -119,11 +119,17 @@ pub async fn run_ack_flusher(core: Arc<Core>, every: Duration, stop: Cancellatio
     }
 }
 
-/// Stores every pending acknowledgement now.
+/// Stores every pending acknowledgement now, all in one write (one
+/// statement in one batch of the writer, so acks never queue behind
+/// broadcasts and claims one by one).
 pub async fn flush_acks(core: &Core) {
-    for (agent, seq) in core.acks.take_pending() {
-        if let Err(e) = core.store.ack(agent.clone(), seq).await {
-            tracing::warn!(error = %e, agent = %agent, "could not store ack");
+    let pending = core.acks.take_pending();
+    if pending.is_empty() {
+        return;
+    }
+    if let Err(e) = core.store.record_acks(pending.clone()).await {
+        tracing::warn!(error = %e, acks = pending.len(), "could not store acks");
+        for (agent, seq) in pending {
             core.acks.requeue(&agent, seq);
         }
     }

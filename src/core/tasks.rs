@@ -5,9 +5,9 @@
 use super::error::CoreError;
 use super::events::{Audience, EventKind, NewEvent};
 use super::model::{Caller, NewTask, Role, Task, TaskState};
+use super::store::{timed, ClaimGuard};
 use super::Core;
 use crate::clock::Millis;
-use crate::store::ClaimGuard;
 use serde_json::json;
 
 /// Longest lease a claim may ask for: one day.
@@ -125,11 +125,11 @@ impl Core {
                 new,
                 caller.identity.clone(),
                 self.tasks_cfg.max_attempts as i64,
-                |task| {
+                Box::new(|task: &Task| {
                     let mut audience = Audience::agents([task.created_by.as_str()]);
                     audience.requires = Some(task.requires.clone());
                     vec![task_event(EventKind::TaskCreated, task, audience)]
-                },
+                }),
             )
             .await?;
         Ok(task)
@@ -172,10 +172,14 @@ impl Core {
         };
         let guard = self.guard(&caller.identity);
         let task = match task_id {
-            Some(id) => Some(self.store.update_task(id, Some(guard), claim).await?),
+            Some(id) => Some(
+                self.store
+                    .update_task(id, Some(guard), Box::new(claim))
+                    .await?,
+            ),
             None => {
                 self.store
-                    .claim_next(caller.capabilities.clone(), guard, claim)
+                    .claim_next(caller.capabilities.clone(), guard, Box::new(claim))
                     .await?
             }
         };
@@ -193,11 +197,15 @@ impl Core {
         let c = caller.clone();
         Ok(self
             .store
-            .update_task(task_id, None, move |task, now| {
-                must_hold(task, &c)?;
-                task.lease_expires_at = Some(now + lease_ms);
-                Ok(vec![])
-            })
+            .update_task(
+                task_id,
+                None,
+                Box::new(move |task: &mut Task, now| {
+                    must_hold(task, &c)?;
+                    task.lease_expires_at = Some(now + lease_ms);
+                    Ok(vec![])
+                }),
+            )
             .await?)
     }
 
@@ -220,12 +228,16 @@ impl Core {
         let c = caller.clone();
         Ok(self
             .store
-            .update_task(task_id, None, move |task, _now| {
-                must_hold(task, &c)?;
-                task.progress = Some(note);
-                task.percent = percent;
-                Ok(vec![])
-            })
+            .update_task(
+                task_id,
+                None,
+                Box::new(move |task: &mut Task, _now| {
+                    must_hold(task, &c)?;
+                    task.progress = Some(note);
+                    task.percent = percent;
+                    Ok(vec![])
+                }),
+            )
             .await?)
     }
 
@@ -240,18 +252,22 @@ impl Core {
         let c = caller.clone();
         Ok(self
             .store
-            .update_task(task_id, None, move |task, _now| {
-                must_hold(task, &c)?;
-                task.state = TaskState::Done;
-                task.lease_expires_at = None;
-                task.result = result;
-                task.percent = Some(100);
-                Ok(vec![task_event(
-                    EventKind::TaskCompleted,
-                    task,
-                    creator_and(task, Some(&c.identity)),
-                )])
-            })
+            .update_task(
+                task_id,
+                None,
+                Box::new(move |task: &mut Task, _now| {
+                    must_hold(task, &c)?;
+                    task.state = TaskState::Done;
+                    task.lease_expires_at = None;
+                    task.result = result;
+                    task.percent = Some(100);
+                    Ok(vec![task_event(
+                        EventKind::TaskCompleted,
+                        task,
+                        creator_and(task, Some(&c.identity)),
+                    )])
+                }),
+            )
             .await?)
     }
 
@@ -268,16 +284,20 @@ impl Core {
         let c = caller.clone();
         Ok(self
             .store
-            .update_task(task_id, None, move |task, _now| {
-                must_hold(task, &c)?;
-                task.error = Some(error);
-                end_claim_unsuccessfully(task, retry);
-                Ok(vec![task_event(
-                    EventKind::TaskFailed,
-                    task,
-                    creator_and(task, Some(&c.identity)),
-                )])
-            })
+            .update_task(
+                task_id,
+                None,
+                Box::new(move |task: &mut Task, _now| {
+                    must_hold(task, &c)?;
+                    task.error = Some(error);
+                    end_claim_unsuccessfully(task, retry);
+                    Ok(vec![task_event(
+                        EventKind::TaskFailed,
+                        task,
+                        creator_and(task, Some(&c.identity)),
+                    )])
+                }),
+            )
             .await?)
     }
 
@@ -286,17 +306,21 @@ impl Core {
         let c = caller.clone();
         Ok(self
             .store
-            .update_task(task_id, None, move |task, _now| {
-                must_hold(task, &c)?;
-                task.state = TaskState::Open;
-                task.assignee = None;
-                task.lease_expires_at = None;
-                Ok(vec![task_event(
-                    EventKind::TaskReleased,
-                    task,
-                    creator_and(task, Some(&c.identity)),
-                )])
-            })
+            .update_task(
+                task_id,
+                None,
+                Box::new(move |task: &mut Task, _now| {
+                    must_hold(task, &c)?;
+                    task.state = TaskState::Open;
+                    task.assignee = None;
+                    task.lease_expires_at = None;
+                    Ok(vec![task_event(
+                        EventKind::TaskReleased,
+                        task,
+                        creator_and(task, Some(&c.identity)),
+                    )])
+                }),
+            )
             .await?)
     }
 
@@ -313,29 +337,33 @@ impl Core {
         let c = caller.clone();
         Ok(self
             .store
-            .update_task(task_id, None, move |task, _now| {
-                if task.created_by != c.identity && c.role < Role::Operator {
-                    return Err(CoreError::Forbidden(format!(
-                        "only the creator of task {} ({}) or an operator may cancel it",
-                        task.id, task.created_by
-                    )));
-                }
-                if task.state.is_final() {
-                    return Err(CoreError::Conflict(format!(
-                        "task {} is already {}",
-                        task.id, task.state
-                    )));
-                }
-                let holder = task.assignee.clone();
-                task.state = TaskState::Cancelled;
-                task.lease_expires_at = None;
-                task.error = reason.or_else(|| Some(format!("cancelled by {}", c.identity)));
-                Ok(vec![task_event(
-                    EventKind::TaskCancelled,
-                    task,
-                    creator_and(task, holder.as_deref()),
-                )])
-            })
+            .update_task(
+                task_id,
+                None,
+                Box::new(move |task: &mut Task, _now| {
+                    if task.created_by != c.identity && c.role < Role::Operator {
+                        return Err(CoreError::Forbidden(format!(
+                            "only the creator of task {} ({}) or an operator may cancel it",
+                            task.id, task.created_by
+                        )));
+                    }
+                    if task.state.is_final() {
+                        return Err(CoreError::Conflict(format!(
+                            "task {} is already {}",
+                            task.id, task.state
+                        )));
+                    }
+                    let holder = task.assignee.clone();
+                    task.state = TaskState::Cancelled;
+                    task.lease_expires_at = None;
+                    task.error = reason.or_else(|| Some(format!("cancelled by {}", c.identity)));
+                    Ok(vec![task_event(
+                        EventKind::TaskCancelled,
+                        task,
+                        creator_and(task, holder.as_deref()),
+                    )])
+                }),
+            )
             .await?)
     }
 
@@ -355,35 +383,38 @@ impl Core {
         let guard = self.guard(&agent);
         Ok(self
             .store
-            .update_task(task_id, Some(guard), move |task, now| {
-                if task.state != TaskState::Open {
-                    return Err(CoreError::Conflict(format!(
-                        "task {} is {}, not open",
-                        task.id, task.state
-                    )));
-                }
-                start_claim(task, &agent, now, lease_ms);
-                let mut events = vec![task_event(
-                    EventKind::TaskOffered,
-                    task,
-                    Audience::agents([agent.as_str()]),
-                )];
-                if task.created_by != agent {
-                    events.push(task_event(
-                        EventKind::TaskClaimed,
+            .update_task(
+                task_id,
+                Some(guard),
+                Box::new(move |task: &mut Task, now| {
+                    if task.state != TaskState::Open {
+                        return Err(CoreError::Conflict(format!(
+                            "task {} is {}, not open",
+                            task.id, task.state
+                        )));
+                    }
+                    start_claim(task, &agent, now, lease_ms);
+                    let mut events = vec![task_event(
+                        EventKind::TaskOffered,
                         task,
-                        Audience::agents([task.created_by.as_str()]),
-                    ));
-                }
-                Ok(events)
-            })
+                        Audience::agents([agent.as_str()]),
+                    )];
+                    if task.created_by != agent {
+                        events.push(task_event(
+                            EventKind::TaskClaimed,
+                            task,
+                            Audience::agents([task.created_by.as_str()]),
+                        ));
+                    }
+                    Ok(events)
+                }),
+            )
             .await?)
     }
 
     /// One task; `not_found` when it does not exist.
     pub async fn get_task(&self, task_id: i64) -> Result<Task, CoreError> {
-        self.store
-            .task(task_id)
+        timed("task", self.store.task(task_id))
             .await?
             .ok_or_else(|| CoreError::NotFound(format!("task {task_id} does not exist")))
     }
@@ -401,7 +432,7 @@ impl Core {
                 "`limit` must be between 1 and {MAX_LIST}, got {limit}"
             )));
         }
-        Ok(self.store.list_tasks(state, assignee, limit).await?)
+        Ok(timed("list_tasks", self.store.list_tasks(state, assignee, limit)).await?)
     }
 
     /// Returns every claim whose lease ran out to open (or failed once its
@@ -409,19 +440,22 @@ impl Core {
     pub async fn expire_leases(&self) -> Result<Vec<Task>, CoreError> {
         Ok(self
             .store
-            .expire_due(|task, _now| {
-                let holder = task.assignee.clone();
-                task.error = Some(format!(
-                    "lease of {} expired",
-                    holder.as_deref().unwrap_or("its holder")
-                ));
-                end_claim_unsuccessfully(task, true);
-                vec![task_event(
-                    EventKind::TaskExpired,
-                    task,
-                    creator_and(task, holder.as_deref()),
-                )]
-            })
+            .expire_due(
+                EXPIRE_BATCH as i64,
+                Box::new(|task: &mut Task, _now| {
+                    let holder = task.assignee.clone();
+                    task.error = Some(format!(
+                        "lease of {} expired",
+                        holder.as_deref().unwrap_or("its holder")
+                    ));
+                    end_claim_unsuccessfully(task, true);
+                    vec![task_event(
+                        EventKind::TaskExpired,
+                        task,
+                        creator_and(task, holder.as_deref()),
+                    )]
+                }),
+            )
             .await?)
     }
 }

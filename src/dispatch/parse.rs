@@ -213,8 +213,12 @@ pub fn command(name: &str, mut fields: Map<String, Value>) -> Result<Command, Co
 /// Parses a chat command's options, already validated against its catalog
 /// entry, with the same parser as the JSON front doors.
 pub fn chat_command(name: &str, args: &Args) -> Result<Command, CoreError> {
-    let fields = args
-        .iter()
+    command(name, args_json(args))
+}
+
+/// Chat option values as the JSON object the parser reads.
+pub fn args_json(args: &Args) -> Map<String, Value> {
+    args.iter()
         .map(|(k, v)| {
             let v = match v {
                 ArgValue::Str(s) => Value::String(s.clone()),
@@ -223,8 +227,7 @@ pub fn chat_command(name: &str, args: &Args) -> Result<Command, CoreError> {
             };
             (k.clone(), v)
         })
-        .collect();
-    command(name, fields)
+        .collect()
 }
 
 fn task_state(s: Option<String>) -> Result<Option<TaskState>, CoreError> {

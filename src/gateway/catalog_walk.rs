@@ -12,7 +12,7 @@ use crate::core::model::{Caller, Platform, Role};
 use crate::dispatch::{parse, Dispatcher};
 use crate::gateway::{discord, http, mcp, twitch, ws};
 use crate::limits::RateLimits;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// A valid value for every option of `spec`, from its declaration alone.
@@ -37,19 +37,6 @@ fn sample_args(spec: &CommandSpec) -> Args {
         .collect()
 }
 
-fn as_json(args: &Args) -> Map<String, Value> {
-    args.iter()
-        .map(|(k, v)| {
-            let v = match v {
-                ArgValue::Str(s) => Value::String(s.clone()),
-                ArgValue::Int(i) => Value::from(*i),
-                ArgValue::Bool(b) => Value::Bool(*b),
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
 /// The words a viewer types after the alias, in option order.
 fn chat_words(spec: &CommandSpec, args: &Args) -> String {
     spec.options
@@ -68,7 +55,7 @@ fn chat_words(spec: &CommandSpec, args: &Args) -> String {
 fn parse_on(surface: Surface, spec: &CommandSpec, args: &Args) -> Result<Command, CoreError> {
     match surface {
         Surface::Ws => {
-            let mut frame = as_json(args);
+            let mut frame = parse::args_json(args);
             frame.insert("type".into(), Value::String(spec.ws_type().into()));
             frame.insert("id".into(), Value::String("walk".into()));
             match ws::frames::parse(&Value::Object(frame).to_string()) {
@@ -77,9 +64,9 @@ fn parse_on(surface: Surface, spec: &CommandSpec, args: &Args) -> Result<Command
                 Err(bad) => Err(CoreError::BadRequest(bad.message)),
             }
         }
-        Surface::Http => parse::command(spec.ws_type(), as_json(args)),
+        Surface::Http => parse::command(spec.ws_type(), parse::args_json(args)),
         Surface::Mcp => {
-            let (checked, _) = mcp::tools::checked_args(spec, Some(&as_json(args)))?;
+            let (checked, _) = mcp::tools::checked_args(spec, Some(&parse::args_json(args)))?;
             parse::chat_command(spec.ws_type(), &checked)
         }
         Surface::Discord => {

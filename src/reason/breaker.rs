@@ -1,4 +1,5 @@
-//! Circuit breaker in front of the reasoning backend.
+//! Circuit breaker in front of an outside backend (the reasoning backend,
+//! the embeddings backend).
 //!
 //! Closed: calls go through; `threshold` consecutive failed calls (each after
 //! all its retries) open it. Open: calls are refused at once, without touching
@@ -34,9 +35,12 @@ enum State {
 /// after this long: the trial will have settled the state by then.
 const TRIAL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The breaker's state machine; shared by all calls of one `Reasoner`.
+/// The breaker's state machine; shared by all calls to one backend (one
+/// `Reasoner`, one embeddings client).
 #[derive(Debug)]
 pub struct CircuitBreaker {
+    /// Names the backend in the log line written when the circuit opens.
+    backend: &'static str,
     threshold: u32,
     cooldown: Duration,
     state: Mutex<State>,
@@ -54,9 +58,17 @@ pub struct CallPermit<'a> {
 }
 
 impl CircuitBreaker {
-    /// A closed breaker. `threshold` 0 disables it: it never opens.
+    /// A closed breaker for the reasoning backend. `threshold` 0 disables
+    /// it: it never opens.
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self::for_backend("reasoning", threshold, cooldown)
+    }
+
+    /// A closed breaker for the backend named `backend` (in logs only).
+    /// `threshold` 0 disables it: it never opens.
+    pub fn for_backend(backend: &'static str, threshold: u32, cooldown: Duration) -> Self {
         Self {
+            backend,
             threshold,
             cooldown,
             state: Mutex::new(State::Closed {
@@ -130,9 +142,10 @@ impl CircuitBreaker {
                 let failures = consecutive_failures.saturating_add(1);
                 if self.threshold > 0 && failures >= self.threshold {
                     tracing::warn!(
+                        backend = self.backend,
                         failures,
                         cooldown_s = self.cooldown.as_secs(),
-                        "reasoning backend circuit opened"
+                        "backend circuit opened"
                     );
                     State::Open {
                         until: now + self.cooldown,

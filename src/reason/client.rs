@@ -266,7 +266,7 @@ fn transport_failure(err: reqwest::Error) -> AttemptFailure {
 
 /// The innermost error's text: names the actual cause (refused, reset, DNS)
 /// without the URL that reqwest's outer message carries.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = err;
     while let Some(inner) = cause.source() {
         cause = inner;
@@ -274,13 +274,46 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     truncate_chars(&cause.to_string(), MAX_ERROR_CHARS)
 }
 
+/// How an error status from an OpenAI-compatible backend is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatusVerdict {
+    /// 408, 429 and 5xx: worth another attempt.
+    pub(crate) retryable: bool,
+    /// The backend itself is at fault (down, overloaded, misconfigured):
+    /// counts towards opening the circuit breaker.
+    pub(crate) backend_fault: bool,
+}
+
+/// Judges an error status the same way for every backend client.
+pub(crate) fn judge_status(status: StatusCode) -> StatusVerdict {
+    let retryable = status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error();
+    let backend_fault = retryable
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        );
+    StatusVerdict {
+        retryable,
+        backend_fault,
+    }
+}
+
+/// The backend's own message in an error body, else the status's reason.
+pub(crate) fn status_message(status: StatusCode, body: &str) -> String {
+    backend_error_message(body)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("no reason").to_owned())
+}
+
 async fn status_failure(response: reqwest::Response) -> AttemptFailure {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
-    let retryable = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
+    let StatusVerdict {
+        retryable,
+        backend_fault,
+    } = judge_status(status);
     let retry = match (retryable, retry_after) {
         (false, _) => Retry::No,
         (true, Some(delay)) => Retry::After(delay),
@@ -290,13 +323,7 @@ async fn status_failure(response: reqwest::Response) -> AttemptFailure {
         status,
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
     ) && body.to_ascii_lowercase().contains("logprob");
-    let backend_fault = retryable
-        || matches!(
-            status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
-        );
-    let message = backend_error_message(&body)
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("no reason").to_owned());
+    let message = status_message(status, &body);
     AttemptFailure {
         error: ReasonError::Backend {
             status: Some(status.as_u16()),
@@ -309,7 +336,7 @@ async fn status_failure(response: reqwest::Response) -> AttemptFailure {
 }
 
 /// `Retry-After` in (possibly fractional) seconds, capped; HTTP dates are ignored.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: f64 = headers
         .get(RETRY_AFTER)?
         .to_str()
@@ -328,7 +355,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// The message of an error body, in the shapes OpenAI-compatible servers use:
 /// `{"error":{"message":..}}`, `{"error":".."}`, `{"message":..}`,
 /// `{"detail":..}`, or plain text; truncated for display.
-fn backend_error_message(body: &str) -> Option<String> {
+pub(crate) fn backend_error_message(body: &str) -> Option<String> {
     let body = body.trim();
     if body.is_empty() {
         return None;

@@ -38,14 +38,18 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
-pub use breaker::CircuitState;
+pub use breaker::{CallPermit, CircuitBreaker, CircuitState};
 pub use cache::{normalize_prompt, CacheKey, CachedAnswer, MemoryCache, ReasonCache};
 pub use confidence::{confidence_from_logprobs, LogprobTally};
 pub use modes::{Mode, ModePreset, UnknownMode};
 
-use breaker::CircuitBreaker;
 use cache::{follow, Flight, SingleFlight};
-use client::{ChatClient, ChatRequest, Completion, DeltaSink, Retry, MAX_RETRY_AFTER};
+use client::{ChatClient, ChatRequest, Completion, DeltaSink, Retry};
+// Shared with the embeddings client, which speaks the same HTTP conventions.
+pub(crate) use client::{
+    backend_error_message, judge_status, retry_after, root_cause, status_message, StatusVerdict,
+    MAX_RETRY_AFTER,
+};
 use modes::ModePresets;
 
 /// Environment variable naming the backend's base URL (up to and including `/v1`).
@@ -692,17 +696,21 @@ impl Reasoner {
         }
     }
 
-    /// Exponential backoff with jitter: a delay between half and all of
-    /// `base * 2^retry`, capped like `Retry-After`.
     fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .backoff_base
-            .saturating_mul(1u32 << retry.min(16))
-            .min(MAX_RETRY_AFTER);
-        let half = ceiling / 2;
-        let jitter_ms = rand::rng().random_range(0..=millis_u64(ceiling - half));
-        half + Duration::from_millis(jitter_ms)
+        backoff_delay(self.backoff_base, retry)
     }
+}
+
+/// Exponential backoff with jitter: a delay between half and all of
+/// `base * 2^retry`, capped like `Retry-After`. Shared by every client of an
+/// outside backend.
+pub(crate) fn backoff_delay(base: Duration, retry: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32 << retry.min(16))
+        .min(MAX_RETRY_AFTER);
+    let half = ceiling / 2;
+    let jitter_ms = rand::rng().random_range(0..=millis_u64(ceiling - half));
+    half + Duration::from_millis(jitter_ms)
 }
 
 fn millis_u64(d: Duration) -> u64 {

@@ -1,75 +1,118 @@
-//! The storage boundary. The core talks to [`Store`]; each backend keeps its
-//! SQL next to the functions that run it. Every state change is one
-//! transaction that also appends its events; the events are handed to the
-//! [`EventSink`](crate::core::events::EventSink) after commit, in `seq` order.
+//! The storage adapters behind the core's [`Store`](crate::core::store::Store)
+//! port. This is the one place that chooses a backend (from the database
+//! URL) and the only module that names sqlx.
 
+pub mod postgres;
 pub mod sqlite;
 
-use crate::core::error::CoreError;
+use crate::core::events::EventSink;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub use sqlite::SqliteStore;
+pub use crate::core::store::{ClaimGuard, MessageRecord, Store, StoreError};
 
-/// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database refused or failed.
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    /// A migration failed.
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The core's rules rejected the change; nothing was written.
-    #[error(transparent)]
-    Rejected(CoreError),
-    /// A stored value could not be read back.
-    #[error("unreadable stored value: {0}")]
-    Corrupt(String),
-    /// The database URL is not usable.
-    #[error("{0}")]
-    Url(String),
+/// How the writer groups concurrent writes into one transaction
+/// (`database.batch_max`, `database.batch_wait_us`).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// Most requests in one transaction.
+    pub max: usize,
+    /// How long the writer keeps a batch open for more requests once it has
+    /// the first one; zero takes only what is already queued.
+    pub wait: Duration,
 }
 
-impl From<CoreError> for StoreError {
-    fn from(e: CoreError) -> Self {
-        StoreError::Rejected(e)
-    }
-}
-
-impl From<StoreError> for CoreError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Rejected(e) => e,
-            other => {
-                tracing::error!(error = %other, "storage failure");
-                CoreError::Internal("storage failure; see the server log".into())
-            }
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy {
+            max: 256,
+            wait: Duration::from_micros(100),
         }
     }
 }
 
-/// The store the core uses. SQLite is the one backend today; PostgreSQL
-/// fills the same surface (its own module) when `database.url` is
-/// `postgres://...`.
-pub type Store = SqliteStore;
-
-/// Caps the claims one agent may hold; checked in the claiming transaction.
-#[derive(Debug, Clone)]
-pub struct ClaimGuard {
-    /// The claiming agent.
-    pub agent: String,
-    /// How many claimed tasks it may hold at once, this one included.
-    pub max_claims: i64,
+/// Which backend a database URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite path or `sqlite:` URL.
+    Sqlite,
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres,
 }
 
-/// A row for the `messages` table (direct messages and broadcasts).
-#[derive(Debug, Clone)]
-pub struct MessageRecord {
-    /// Who sent it.
-    pub sender: String,
-    /// The addressee (agent name) or None for a broadcast.
-    pub recipient: Option<String>,
-    /// A broadcast's topic.
-    pub topic: Option<String>,
-    /// The text.
-    pub text: String,
+impl Backend {
+    /// The backend `url` selects.
+    pub fn of_url(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+/// Opens (creating and migrating when needed) the database `url` names,
+/// publishing committed events to `sink`. `read_connections` sizes
+/// SQLite's read pool, `pool_size` PostgreSQL's pool.
+pub async fn open(
+    url: &str,
+    read_connections: u32,
+    pool_size: u32,
+    batch: BatchPolicy,
+    sink: Arc<dyn EventSink>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match Backend::of_url(url) {
+        Backend::Sqlite => Ok(Arc::new(
+            sqlite::SqliteStore::open(url, read_connections, batch, sink).await?,
+        )),
+        Backend::Postgres => Ok(Arc::new(
+            postgres::PgStore::open(url, pool_size, batch, sink).await?,
+        )),
+    }
+}
+
+/// A fresh, empty, private in-memory store (SQLite `:memory:` with a shared
+/// cache between its writer and readers), for tests of the core.
+pub async fn open_in_memory(sink: Arc<dyn EventSink>) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(
+        sqlite::SqliteStore::open_in_memory(BatchPolicy::default(), sink).await?,
+    ))
+}
+
+/// True when `url` names a database several instances may share
+/// (PostgreSQL); platform connections then need an owner
+/// ([`while_platform_owner`]).
+pub fn is_shared(url: &str) -> bool {
+    Backend::of_url(url) == Backend::Postgres
+}
+
+/// Runs `term` while this instance owns `platform`'s connection (the
+/// Discord gateway, the Twitch login), until `stop`. On PostgreSQL one
+/// instance at a time owns it (an advisory lock on a dedicated
+/// connection, see [`postgres::leader`]) and another takes over within a
+/// few seconds of the owner dying; on SQLite (one server per file) this
+/// instance always owns it. `term` gets a token cancelled when ownership
+/// ends and must stop using the connection then.
+pub async fn while_platform_owner<F, Fut>(
+    url: String,
+    platform: &'static str,
+    stop: tokio_util::sync::CancellationToken,
+    term: F,
+) where
+    F: Fn(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    match Backend::of_url(&url) {
+        Backend::Sqlite => term(stop).await,
+        Backend::Postgres => postgres::leader::while_owner(url, platform, stop, term).await,
+    }
+}
+
+/// Applies the migrations only (what `swarmbridge migrate` does); returns
+/// how many were applied now.
+pub async fn migrate_only(url: &str) -> Result<usize, StoreError> {
+    match Backend::of_url(url) {
+        Backend::Sqlite => sqlite::SqliteStore::migrate_only(url).await,
+        Backend::Postgres => postgres::PgStore::migrate_only(url).await,
+    }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_discord;
+pub mod fake_embeddings;
 pub mod fake_openai;
 pub mod fake_twitch;
 pub mod http_api;
@@ -24,12 +25,88 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for anything before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A running server with its own database directory.
+/// A running server with its own database directory (and, on
+/// PostgreSQL, its own database, dropped with the server).
 pub struct TestServer {
     pub running: Option<Running>,
     pub dir: TempDir,
     pub db: PathBuf,
     pub cfg: Config,
+    pub pg: Option<PgTestDb>,
+}
+
+/// A fresh PostgreSQL database with a unique name, created at the
+/// `SWARMBRIDGE_TEST_PG` server and dropped (with any sessions left) when
+/// this value is dropped.
+pub struct PgTestDb {
+    admin_url: String,
+    name: String,
+    /// The URL of the new database.
+    pub url: String,
+}
+
+/// `base` (`postgres://.../db?opts`) with its database replaced by `name`.
+fn pg_url_with_database(base: &str, name: &str) -> String {
+    let (main, query) = match base.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (base, None),
+    };
+    let authority_start = main.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match main[authority_start..].find('/') {
+        Some(slash) => &main[..authority_start + slash],
+        None => main,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+impl PgTestDb {
+    /// Creates a database named `sb_test_<uuid>` at `admin_url`'s server.
+    pub async fn create(admin_url: &str) -> PgTestDb {
+        use sqlx::Connection;
+        let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("SWARMBRIDGE_TEST_PG is set but unreachable: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let _ = conn.close().await;
+        PgTestDb {
+            url: pg_url_with_database(admin_url, &name),
+            admin_url: admin_url.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop may run inside a runtime: use a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
 }
 
 /// The default test configuration: port 0, a fresh database, fast upkeep.
@@ -44,7 +121,121 @@ pub fn test_config(db: &std::path::Path) -> Config {
     cfg
 }
 
+/// A storage backend an integration test can run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in the test's directory.
+    Sqlite,
+    /// A fresh database at the PostgreSQL server `SWARMBRIDGE_TEST_PG` names.
+    Postgres,
+}
+
+/// The PostgreSQL server for tests, when `SWARMBRIDGE_TEST_PG` names one.
+pub fn test_pg_url() -> Option<String> {
+    std::env::var("SWARMBRIDGE_TEST_PG")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// The PostgreSQL server for a PostgreSQL-only test, or None after
+/// printing that the test was skipped.
+pub fn pg_or_skip(test: &str) -> Option<String> {
+    let url = test_pg_url();
+    if url.is_none() {
+        eprintln!("skipped {test}: SWARMBRIDGE_TEST_PG is not set (PostgreSQL tests)");
+    }
+    url
+}
+
+impl Backend {
+    /// Every backend the server knows, available here or not.
+    pub const ALL: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+    /// The database URL for this backend, or why it cannot run here.
+    pub fn database_url(self, dir: &std::path::Path) -> Result<String, String> {
+        match self {
+            Backend::Sqlite => Ok(dir.join("test.db").display().to_string()),
+            Backend::Postgres => {
+                test_pg_url().ok_or_else(|| "SWARMBRIDGE_TEST_PG is not set".into())
+            }
+        }
+    }
+
+    /// The backend `TestServer::spawn` and `spawn_with` use:
+    /// `SWARMBRIDGE_TEST_BACKEND=postgres` runs a whole test binary on
+    /// PostgreSQL (CI does so for a set of them), SQLite otherwise.
+    pub fn default_for_tests() -> Backend {
+        match std::env::var("SWARMBRIDGE_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Backend::Postgres,
+            _ => Backend::Sqlite,
+        }
+    }
+}
+
+/// The backends a test can run against here; says which are skipped and why.
+pub fn backends() -> Vec<Backend> {
+    let probe = std::env::temp_dir();
+    Backend::ALL
+        .into_iter()
+        .filter(|b| match b.database_url(&probe) {
+            Ok(_) => true,
+            Err(why) => {
+                eprintln!("skipped on {b:?}: {why}");
+                false
+            }
+        })
+        .collect()
+}
+
+/// Runs `test` once against a fresh server (its config adjusted by
+/// `tweak`) on every available backend.
+pub async fn on_every_backend<T, F, Fut>(tweak: T, test: F)
+where
+    T: Fn(&mut Config),
+    F: Fn(TestServer) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for backend in backends() {
+        eprintln!("running on {backend:?}");
+        test(TestServer::spawn_on(backend, &tweak).await).await;
+    }
+}
+
 impl TestServer {
+    /// Starts a server on `backend` after `tweak` adjusts the test configuration
+    /// (see [`backends`] for the ones available).
+    pub async fn spawn_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = backend
+            .database_url(dir.path())
+            .unwrap_or_else(|why| panic!("{backend:?} is not available: {why}"));
+        match backend {
+            Backend::Sqlite => Self::spawn_in(dir, url, None, tweak).await,
+            Backend::Postgres => {
+                let pg = PgTestDb::create(&url).await;
+                let url = pg.url.clone();
+                Self::spawn_in(dir, url, Some(pg), tweak).await
+            }
+        }
+    }
+
+    /// Starts another instance on the same database as `first` (its own
+    /// port, the same configuration after `tweak`), as a second server of a
+    /// PostgreSQL deployment.
+    pub async fn spawn_peer(first: &TestServer, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = first.cfg.clone();
+        tweak(&mut cfg);
+        let running = server::start(cfg.clone()).await.expect("peer starts");
+        TestServer {
+            running: Some(running),
+            dir,
+            db: first.db.clone(),
+            cfg,
+            pg: None,
+        }
+    }
+
     /// Starts a server with the default test configuration.
     pub async fn spawn() -> TestServer {
         Self::spawn_with(|_| {}).await
@@ -52,9 +243,18 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusts the configuration.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("test.db");
+        Self::spawn_on(Backend::default_for_tests(), tweak).await
+    }
+
+    async fn spawn_in(
+        dir: TempDir,
+        url: String,
+        pg: Option<PgTestDb>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let db = PathBuf::from(&url);
         let mut cfg = test_config(&db);
+        cfg.database.url = url;
         tweak(&mut cfg);
         let running = server::start(cfg.clone()).await.expect("server starts");
         TestServer {
@@ -62,6 +262,7 @@ impl TestServer {
             dir,
             db,
             cfg,
+            pg,
         }
     }
 

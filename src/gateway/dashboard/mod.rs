@@ -10,7 +10,6 @@ use super::http::events::{self as rest, EventView};
 use super::http::status::{platforms, PlatformsView};
 use super::AppState;
 use crate::clock::{now_ms, rfc3339};
-use crate::core::error::CoreError;
 use crate::core::model::{AgentStats, AgentView, StatusReport, Task, TaskState};
 use crate::core::stats::THROUGHPUT_MINUTES;
 use crate::dispatch::PlatformCommands;
@@ -131,10 +130,8 @@ pub async fn snapshot(
         );
     }
     let events = core
-        .store
         .recent_events(FEED_EVENTS)
-        .await
-        .map_err(CoreError::from)?
+        .await?
         .iter()
         .filter_map(|ev| {
             let frame = rest::view_frame(ev, EventView::Redacted);

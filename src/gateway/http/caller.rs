@@ -36,7 +36,9 @@ pub fn status_for(e: &CoreError) -> StatusCode {
         CoreError::Conflict(_) => StatusCode::CONFLICT,
         CoreError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         CoreError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Unavailable(_) | CoreError::StoreUnavailable { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -23,7 +23,7 @@ pub async fn health() -> Response {
 
 /// `GET /ready`: 200 when the database answers, 503 otherwise.
 pub async fn ready(State(app): State<AppState>) -> Response {
-    if app.core.store.ping().await {
+    if app.core.database_ready().await {
         Json(json!({ "status": "ready", "database": "ok" })).into_response()
     } else {
         json_error(

@@ -12,7 +12,7 @@ use crate::dispatch::Admitted;
 use crate::gateway::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -30,6 +30,8 @@ const WRITE_BATCH: usize = 64;
 const REPLAY_PAGE: i64 = 256;
 /// Frames produced off the loop that may wait to be written.
 const SIDE_QUEUE: usize = 256;
+/// Most frames read in one go from one connection.
+const MAX_BURST: usize = 64;
 /// Reasoning calls one connection may have in flight.
 const MAX_REASON_JOBS: usize = 8;
 /// How long the close frame may wait behind a slow reader's backlog.
@@ -37,6 +39,16 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
+type WsRead = Result<Message, axum::Error>;
+
+/// True for a frame that becomes a core command (not hello, ping, ack or
+/// reason), i.e. one whose execution may join others in a burst.
+fn is_plain_command(text: &str) -> bool {
+    matches!(
+        frames::parse(text),
+        Ok((_, ClientFrame::Command(cmd))) if !matches!(cmd, Command::Reason { .. })
+    )
+}
 
 /// Why the loop ended; the close frame to send, if any.
 enum Stop {
@@ -73,6 +85,7 @@ pub async fn run(socket: WebSocket, app: AppState) {
         jobs: JoinSet::new(),
         side_tx: None,
         side_rx: None,
+        deferred: None,
     };
     let session = uuid::Uuid::new_v4();
     let (agent, hello) = match conn.handshake().await {
@@ -116,6 +129,8 @@ struct Conn {
     /// on the first reasoning request, so idle connections do not carry it.
     side_tx: Option<mpsc::Sender<String>>,
     side_rx: Option<mpsc::Receiver<String>>,
+    /// While a burst of commands is checked: the ones to execute together.
+    deferred: Option<Vec<(Option<String>, Command)>>,
 }
 
 impl Conn {
@@ -265,7 +280,7 @@ impl Conn {
             .serve_registered(&agent, hello.re, hello.resume_from, session, reg.rx)
             .await;
         core.bus.unregister(&agent.name, reg.id);
-        if let Err(e) = core.store.touch_agent(agent.name.clone()).await {
+        if let Err(e) = core.touch_agent(&agent.name).await {
             tracing::warn!(error = %e, "could not record last_seen");
         }
         tracing::info!("disconnected");
@@ -282,16 +297,12 @@ impl Conn {
     ) -> Stop {
         let core = self.app.core.clone();
         let limits = self.app.cfg.limits.clone();
-        let seq = match core
-            .store
-            .newest_seq_for(&agent.name, &agent.capabilities)
-            .await
-        {
+        let seq = match core.newest_seq_for(&agent.name, &agent.capabilities).await {
             // Events at or before base_seq predate the agent and are never sent to it.
             Ok(s) if s > agent.base_seq => s,
             Ok(_) => 0,
             Err(e) => {
-                let _ = self.send_error(re.as_deref(), &e.into()).await;
+                let _ = self.send_error(re.as_deref(), &e).await;
                 return stop(1011, "internal error");
             }
         };
@@ -325,9 +336,9 @@ impl Conn {
 
     /// Sends every stored event after `after` for this agent, page by page.
     async fn replay(&mut self, agent: &Agent, mut after: i64) -> Result<(), Stop> {
-        let store = self.app.core.store.clone();
+        let core = self.app.core.clone();
         loop {
-            let page = store
+            let page = core
                 .events_for(&agent.name, &agent.capabilities, after, REPLAY_PAGE)
                 .await
                 .map_err(|e| {
@@ -393,26 +404,17 @@ impl Conn {
                 }
                 msg = self.stream.next() => {
                     idle.as_mut().reset(Instant::now() + self.idle);
-                    let msg = match msg {
-                        None | Some(Err(_)) => return Stop::Gone,
-                        Some(Ok(m)) => m,
-                    };
-                    let result = match msg {
-                        // Boxed: the request future (down to the database) is large and
-                        // would otherwise sit inline in every idle connection's task.
-                        Message::Text(t) => Box::pin(self.on_text(t.as_str(), &caller)).await,
-                        Message::Binary(_) => {
-                            let e = CoreError::bad_request("binary frames are not accepted; send JSON text");
-                            self.on_bad(None, e).await
+                    // Frames already waiting are read in one go, so the
+                    // commands among them run together and their writes
+                    // join one group commit.
+                    let mut burst = vec![msg];
+                    while burst.len() < MAX_BURST {
+                        match self.stream.next().now_or_never() {
+                            Some(m) => burst.push(m),
+                            None => break,
                         }
-                        Message::Ping(_) | Message::Pong(_) => {
-                            // tungstenite queued the pong; make sure it goes out now
-                            let _ = self.sink.flush().await;
-                            Ok(())
-                        }
-                        Message::Close(_) => return Stop::Gone,
-                    };
-                    if let Err(s) = result {
+                    }
+                    if let Err(s) = Box::pin(self.on_burst(burst, &caller)).await {
                         return s;
                     }
                 }
@@ -421,6 +423,87 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Serves frames read together, in order. Consecutive commands among
+    /// them are executed concurrently (their writes share a commit) and
+    /// answered in frame order.
+    async fn on_burst(&mut self, burst: Vec<Option<WsRead>>, caller: &Caller) -> Result<(), Stop> {
+        let single = burst.len() == 1;
+        let mut run: Vec<Utf8Bytes> = Vec::new();
+        for msg in burst {
+            let msg = match msg {
+                None | Some(Err(_)) => {
+                    self.run_commands(std::mem::take(&mut run), caller).await?;
+                    return Err(Stop::Gone);
+                }
+                Some(Ok(m)) => m,
+            };
+            match msg {
+                Message::Text(t) if !single && is_plain_command(&t) => run.push(t),
+                other => {
+                    self.run_commands(std::mem::take(&mut run), caller).await?;
+                    self.on_message(other, caller).await?;
+                }
+            }
+        }
+        self.run_commands(run, caller).await
+    }
+
+    /// One frame, the way the read loop always served it.
+    async fn on_message(&mut self, msg: Message, caller: &Caller) -> Result<(), Stop> {
+        match msg {
+            // Boxed: the request future (down to the database) is large and
+            // would otherwise sit inline in every idle connection's task.
+            Message::Text(t) => Box::pin(self.on_text(t.as_str(), caller)).await,
+            Message::Binary(_) => {
+                let e = CoreError::bad_request("binary frames are not accepted; send JSON text");
+                self.on_bad(None, e).await
+            }
+            Message::Ping(_) | Message::Pong(_) => {
+                // tungstenite queued the pong; make sure it goes out now
+                let _ = self.sink.flush().await;
+                Ok(())
+            }
+            Message::Close(_) => Err(Stop::Gone),
+        }
+    }
+
+    /// Runs a run of command frames: one alone as usual; several checked in
+    /// order, executed together, answered in order in one flush.
+    async fn run_commands(&mut self, run: Vec<Utf8Bytes>, caller: &Caller) -> Result<(), Stop> {
+        if run.len() <= 1 {
+            for t in run {
+                self.on_message(Message::Text(t), caller).await?;
+            }
+            return Ok(());
+        }
+        self.deferred = Some(Vec::with_capacity(run.len()));
+        for t in &run {
+            if let Err(s) = Box::pin(self.on_text(t.as_str(), caller)).await {
+                self.deferred = None;
+                return Err(s);
+            }
+        }
+        let deferred = self.deferred.take().unwrap_or_default();
+        let dispatch = self.app.dispatch.clone();
+        let replies = futures_util::future::join_all(deferred.into_iter().map(|(re, cmd)| {
+            let dispatch = dispatch.clone();
+            async move {
+                match dispatch.dispatch(caller, cmd).await {
+                    Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
+                    Err(e) => frames::error_frame(re.as_deref(), &e),
+                }
+            }
+        }))
+        .await;
+        self.write(
+            replies
+                .into_iter()
+                .map(|r| Message::Text(r.into()))
+                .collect(),
+        )
+        .await
     }
 
     /// Writes `first` and whatever else is already queued, in one flush.
@@ -552,10 +635,16 @@ impl Conn {
                     }
                 }
             }
-            cmd => match dispatch.dispatch(caller, cmd).await {
-                Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
-                Err(e) => frames::error_frame(re.as_deref(), &e),
-            },
+            cmd => {
+                if let Some(deferred) = self.deferred.as_mut() {
+                    deferred.push((re, cmd));
+                    return Ok(());
+                }
+                match dispatch.dispatch(caller, cmd).await {
+                    Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
+                    Err(e) => frames::error_frame(re.as_deref(), &e),
+                }
+            }
         };
         self.send_text(reply).await
     }

@@ -1,0 +1,439 @@
+//! Group commit on PostgreSQL: one writer task per instance takes the
+//! queued write requests (up to `batch.max`, keeping the batch open up to
+//! `batch.wait` for more), runs each under its own savepoint inside one
+//! transaction on a pooled connection, appends the batch's events, commits
+//! once, then publishes through the [`CommitLog`] and answers every request.
+//!
+//! Across instances the ordering rule holds because event appends are
+//! serialised: a batch with events takes a transaction-level advisory lock
+//! ([`EVENT_LOCK`]) just before it numbers its events and keeps it until its
+//! commit. Every `seq` below a committed batch's first is therefore already
+//! committed, so `seq` order is commit order, and a reader that loads
+//! `(published, upto]` after learning of `upto` misses nothing. The batch
+//! sends `NOTIFY` with its `first last` seqs in the same transaction, so the
+//! other instances hear of it at its commit (see [`super::listen`]).
+//!
+//! - A request the core's rules reject is rolled back to its savepoint and
+//!   answered with its own error; its neighbours commit.
+//! - A batch whose connection is lost is answered
+//!   [`StoreError::Unavailable`] (retry later); one that cannot commit for
+//!   another reason [`StoreError::CommitFailed`]. Nothing of it is written.
+
+use super::events::{insert_events, load_events_between};
+use super::{classify, PgStore};
+use crate::clock::{now_ms, Millis};
+use crate::core::events::{CommittedEvent, NewEvent};
+use crate::core::store::{record_duration, CommitLog, CountDelta, StoreError};
+use crate::store::BatchPolicy;
+use futures_util::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// The advisory lock (bigint key space) that serialises event appends of
+/// every instance, held from numbering a batch's events to its commit.
+pub(super) const EVENT_LOCK: i64 = 0x5357_4252_4556; // "SWBREV"
+
+/// What a request's work produced inside the transaction, type-erased.
+type Staged = (Box<dyn Any + Send>, Vec<NewEvent>, CountDelta);
+/// A request's work: runs on the batch's connection inside its
+/// transaction, at the batch's `now`.
+type Work = Box<
+    dyn for<'c> FnOnce(&'c mut PgConnection, Millis) -> BoxFuture<'c, Result<Staged, StoreError>>
+        + Send,
+>;
+type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
+
+/// How deep the request queue may get before callers wait for room.
+const QUEUE: usize = 8192;
+
+pub(super) enum Request {
+    Write {
+        work: Work,
+        reply: Reply,
+    },
+    /// Publish events other instances committed, up to `upto`.
+    CatchUp {
+        upto: i64,
+        reply: Option<oneshot::Sender<()>>,
+    },
+}
+
+/// The handle every store call uses to reach the writer task.
+pub(super) struct WriterHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl WriterHandle {
+    /// Starts the writer task; it stops when the last handle is dropped.
+    pub(super) fn start(pool: PgPool, log: Arc<CommitLog>, batch: BatchPolicy) -> WriterHandle {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer { pool, log, batch };
+        tokio::spawn(writer.run(rx));
+        WriterHandle { tx }
+    }
+
+    /// A sender that does not keep the writer alive (for the listener).
+    pub(super) fn weak(&self) -> mpsc::WeakSender<Request> {
+        self.tx.downgrade()
+    }
+
+    /// Runs `f` as one request of the next batch and returns its value once
+    /// the batch committed and its events were published.
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut PgConnection,
+                Millis,
+            )
+                -> BoxFuture<'c, Result<(T, Vec<NewEvent>, CountDelta), StoreError>>
+            + Send
+            + 'static,
+    {
+        let work: Work = Box::new(move |conn, now| {
+            let fut = f(conn, now);
+            Box::pin(async move {
+                let (value, events, delta) = fut.await?;
+                Ok((Box::new(value) as Box<dyn Any + Send>, events, delta))
+            })
+        });
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Write { work, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        let value = answer.await.map_err(|_| StoreError::WriterStopped)??;
+        value
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Corrupt("writer answered with another type".into()))
+    }
+
+    /// Has the writer publish events other instances committed up to `upto`.
+    pub(super) async fn catch_up(&self, upto: i64) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Request::CatchUp {
+                upto,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)
+    }
+}
+
+/// Runs statements without parameters (several may be joined by `;`).
+fn exec<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'static str,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        // a bare &str runs as a simple query: several statements, one round trip
+        sqlx::Executor::execute(&mut *conn, sql).await?;
+        Ok(())
+    })
+}
+
+struct Writer {
+    pool: PgPool,
+    log: Arc<CommitLog>,
+    batch: BatchPolicy,
+}
+
+/// One request of a batch after its work ran.
+struct Done {
+    reply: Reply,
+    outcome: Result<(Box<dyn Any + Send>, CountDelta), StoreError>,
+}
+
+/// Why a batch was not written, as its requests are told.
+fn batch_error(e: sqlx::Error) -> StoreError {
+    match classify(StoreError::Db(Box::new(e))) {
+        StoreError::Db(cause) => StoreError::CommitFailed(cause.to_string()),
+        other => other,
+    }
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch: VecDeque<(Work, Reply)> = VecDeque::with_capacity(self.batch.max);
+        let mut catch_ups = Vec::new();
+        while let Some(first) = rx.recv().await {
+            match first {
+                Request::Write { work, reply } => batch.push_back((work, reply)),
+                Request::CatchUp { upto, reply } => catch_ups.push((upto, reply)),
+            }
+            self.gather(&mut rx, &mut batch, &mut catch_ups).await;
+            while !batch.is_empty() {
+                self.run_batch(&mut batch).await;
+            }
+            if let Some(upto) = catch_ups.iter().map(|(u, _)| *u).max() {
+                self.catch_up(upto).await;
+            }
+            for (_, reply) in catch_ups.drain(..) {
+                if let Some(r) = reply {
+                    let _ = r.send(());
+                }
+            }
+        }
+    }
+
+    /// Takes what is queued, and keeps the batch open up to `batch.wait`
+    /// (yielding, so tasks about to write get to run) while more arrives.
+    fn gather<'a>(
+        &'a self,
+        rx: &'a mut mpsc::Receiver<Request>,
+        batch: &'a mut VecDeque<(Work, Reply)>,
+        catch_ups: &'a mut Vec<(i64, Option<oneshot::Sender<()>>)>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let deadline = Instant::now() + self.batch.wait;
+            let mut quiet_rounds = 0;
+            while batch.len() < self.batch.max {
+                let before = batch.len();
+                while batch.len() < self.batch.max {
+                    match rx.try_recv() {
+                        Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
+                        Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
+                        Err(_) => break,
+                    }
+                }
+                quiet_rounds = if batch.len() == before {
+                    quiet_rounds + 1
+                } else {
+                    0
+                };
+                if batch.is_empty() || quiet_rounds > 2 || Instant::now() >= deadline {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    }
+
+    /// Runs requests from the front of `batch` in one transaction until the
+    /// batch is done or the transaction is lost.
+    fn run_batch<'a>(&'a mut self, batch: &'a mut VecDeque<(Work, Reply)>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let now = now_ms();
+            let mut conn = match self.pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let err = batch_error(e);
+                    tracing::error!(error = %err, requests = batch.len(), "no database connection for a write batch");
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(clone_error(&err)));
+                    }
+                    return;
+                }
+            };
+            if let Err(e) = exec(&mut conn, "BEGIN; SAVEPOINT req").await {
+                let err = batch_error(e);
+                tracing::error!(error = %err, requests = batch.len(), "could not begin a write transaction");
+                conn.close_on_drop();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(clone_error(&err)));
+                }
+                return;
+            }
+            let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+            let mut events: Vec<NewEvent> = Vec::new();
+            let mut tx_lost: Option<StoreError> = None;
+            let mut first = true;
+            while let Some((work, reply)) = batch.pop_front() {
+                if !first {
+                    if let Err(e) = exec(&mut conn, "RELEASE req; SAVEPOINT req").await {
+                        batch.push_front((work, reply));
+                        tx_lost = Some(batch_error(e));
+                        break;
+                    }
+                }
+                first = false;
+                match work(&mut conn, now).await {
+                    Ok((value, new_events, delta)) => {
+                        done.push(Done {
+                            reply,
+                            outcome: Ok((value, delta)),
+                        });
+                        events.extend(new_events);
+                    }
+                    Err(e) => {
+                        let e = classify(e);
+                        let lost = matches!(e, StoreError::Unavailable(_));
+                        let undone = exec(&mut conn, "ROLLBACK TO req").await;
+                        done.push(Done {
+                            reply,
+                            outcome: Err(e),
+                        });
+                        if let Err(e) = undone {
+                            tx_lost = Some(batch_error(e));
+                            break;
+                        }
+                        if lost {
+                            tx_lost = Some(StoreError::Unavailable("connection lost".into()));
+                            break;
+                        }
+                    }
+                }
+                if done.len() >= self.batch.max {
+                    break;
+                }
+            }
+            let committed = match tx_lost {
+                Some(err) => Err(err),
+                None => append_and_commit(&mut conn, now, events).await,
+            };
+            match committed {
+                Ok(committed) => {
+                    drop(conn);
+                    record_duration("write", started);
+                    self.publish(done, committed).await;
+                }
+                Err(err) => {
+                    if exec(&mut conn, "ROLLBACK").await.is_err() {
+                        conn.close_on_drop();
+                    }
+                    drop(conn);
+                    let failed = done.iter().filter(|d| d.outcome.is_ok()).count();
+                    tracing::error!(
+                        error = %err,
+                        requests = failed,
+                        "write batch could not commit; nothing of it was written"
+                    );
+                    for d in done {
+                        let res = match d.outcome {
+                            Ok(_) => Err(clone_error(&err)),
+                            Err(e) => Err(e),
+                        };
+                        let _ = d.reply.send(res);
+                    }
+                    // requests not reached in a lost transaction get the same answer
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(clone_error(&err)));
+                    }
+                }
+            }
+        })
+    }
+
+    /// After a commit: counts and events to the log (after any events
+    /// other instances committed before ours), then every request's answer.
+    fn publish(&mut self, done: Vec<Done>, committed: Vec<CommittedEvent>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut delta: CountDelta = Vec::new();
+            for d in &done {
+                if let Ok((_, dl)) = &d.outcome {
+                    delta.extend(dl.iter().copied());
+                }
+            }
+            match committed.first().map(|e| e.seq) {
+                Some(first) if first <= self.log.published() => {
+                    // already published from the table by a catch-up (cannot
+                    // happen with one writer per log; kept as a guard)
+                }
+                Some(first) => match self.log.gap_before(first) {
+                    Some(upto) => {
+                        // the recount already includes this batch: no delta on top
+                        self.catch_up(upto).await;
+                        self.log.committed(&[], &committed);
+                    }
+                    None => self.log.committed(&delta, &committed),
+                },
+                None if !delta.is_empty() => {
+                    // a task change without events (none today): recount to stay exact
+                    self.recount_only().await
+                }
+                None => {}
+            }
+            for d in done {
+                let _ = d.reply.send(d.outcome.map(|(value, _)| value));
+            }
+        })
+    }
+
+    fn recount_only(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Ok(counts) = PgStore::count_tasks(&self.pool).await {
+                let published = self.log.published();
+                self.log
+                    .catch_up(counts, published, |_, _| async { Ok(vec![]) })
+                    .await;
+            }
+        })
+    }
+
+    /// Publishes events other instances committed up to `upto` (at most
+    /// the newest committed `seq`), after a recount.
+    fn catch_up(&mut self, upto: i64) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if upto <= self.log.published() {
+                return;
+            }
+            let newest: i64 = match sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the newest event seq");
+                    return;
+                }
+            };
+            let upto = upto.min(newest);
+            if upto <= self.log.published() {
+                return;
+            }
+            let counts = match PgStore::count_tasks(&self.pool).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not recount tasks");
+                    return;
+                }
+            };
+            let pool = self.pool.clone();
+            self.log
+                .catch_up(counts, upto, |after, upto| {
+                    let pool = pool.clone();
+                    async move { load_events_between(&pool, after, upto, 1000).await }
+                })
+                .await;
+        })
+    }
+}
+
+/// Takes the event lock, appends the batch's events (numbered after every
+/// committed one), notifies the other instances and commits.
+fn append_and_commit(
+    conn: &mut PgConnection,
+    now: Millis,
+    events: Vec<NewEvent>,
+) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>> {
+    Box::pin(async move {
+        let committed = if events.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(EVENT_LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(batch_error)?;
+            insert_events(conn, now, events).await.map_err(classify)?
+        };
+        exec(conn, "COMMIT").await.map_err(batch_error)?;
+        Ok(committed)
+    })
+}
+
+/// A copy of a batch-wide error for each of its requests.
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(c) => StoreError::Unavailable(c.clone()),
+        other => StoreError::CommitFailed(other.to_string()),
+    }
+}

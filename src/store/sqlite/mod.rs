@@ -1,0 +1,393 @@
+//! The SQLite adapter: WAL, one writer task owning the only write
+//! connection (group commit, see [`writer`]), a small read pool, statements
+//! prepared once by sqlx's per-connection cache. Each file holds what one
+//! table family needs; this one opens the database and maps the
+//! [`Store`] port onto them.
+
+mod agents;
+mod cache;
+mod events;
+mod polls;
+mod search;
+mod stats;
+mod tasks;
+mod writer;
+
+use crate::clock::Millis;
+use crate::core::events::{CommittedEvent, EventSink, NewEvent};
+use crate::core::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
+use crate::core::polls::{Ballot, NewPoll, Poll};
+use crate::core::search::{MessageHit, SearchHit, SearchQuery};
+use crate::core::store::{
+    counts_from_rows, BallotCheck, ClaimGuard, CommitLog, MessageRecord, PollChange, PollClosing,
+    PollEvents, Store, StoreError, TaskChange, TaskEvents, TaskExpiry,
+};
+use crate::store::BatchPolicy;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, SqlitePool};
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use writer::WriterHandle;
+
+pub use stats::MAX_DURATIONS;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(Box::new(e))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(Box::new(e))
+    }
+}
+
+/// SQLite storage. Cheap to share behind an `Arc`; its writer task stops
+/// when the last handle is dropped.
+pub struct SqliteStore {
+    writer: WriterHandle,
+    readers: SqlitePool,
+    log: Arc<CommitLog>,
+}
+
+/// Turns `swarmbridge.db`, `./x.db`, `sqlite:x.db` or `sqlite://x.db?mode=rwc`
+/// into connect options that create the file when missing.
+fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    let opts = if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(format!("bad SQLite URL {url:?}: {e}")))?
+    } else {
+        SqliteConnectOptions::new().filename(url)
+    };
+    Ok(tuned(
+        opts.create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal),
+    ))
+}
+
+fn tuned(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+        .pragma("temp_store", "memory")
+        .log_statements(tracing::log::LevelFilter::Trace)
+}
+
+pub(super) fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) fn parse_list(s: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("list {s:?}: {e}")))
+}
+
+async fn applied_migrations(conn: &mut SqliteConnection) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database at `url`, applies the
+    /// migrations, starts the writer and publishes committed events to `sink`.
+    pub async fn open(
+        url: &str,
+        readers: u32,
+        batch: BatchPolicy,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self, StoreError> {
+        let opts = connect_options(url)?;
+        Self::open_with(opts.clone(), opts.read_only(true), readers, batch, sink).await
+    }
+
+    /// A private database in memory (shared cache between the writer and
+    /// the readers), gone when the store is dropped; for tests.
+    pub async fn open_in_memory(
+        batch: BatchPolicy,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self, StoreError> {
+        let name = format!("file:swarmbridge-{}", uuid::Uuid::new_v4());
+        let opts = tuned(
+            SqliteConnectOptions::new()
+                .filename(name)
+                .in_memory(true)
+                .shared_cache(true)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Memory),
+        );
+        Self::open_with(opts.clone(), opts, 2, batch, sink).await
+    }
+
+    async fn open_with(
+        write_opts: SqliteConnectOptions,
+        read_opts: SqliteConnectOptions,
+        readers: u32,
+        batch: BatchPolicy,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self, StoreError> {
+        let mut conn = write_opts.connect().await?;
+        MIGRATOR.run(&mut conn).await?;
+        let published: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&mut conn)
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .min_connections(1)
+            .connect_with(read_opts)
+            .await?;
+        let counts = Self::count_tasks(&readers).await?;
+        let log = Arc::new(CommitLog::new(sink, published, counts));
+        let writer = WriterHandle::start(conn, readers.clone(), log.clone(), batch);
+        Ok(SqliteStore {
+            writer,
+            readers,
+            log,
+        })
+    }
+
+    /// Applies the migrations only; returns how many were applied now.
+    pub async fn migrate_only(url: &str) -> Result<usize, StoreError> {
+        let mut conn = connect_options(url)?.connect().await?;
+        let before: i64 = applied_migrations(&mut conn).await;
+        MIGRATOR.run(&mut conn).await?;
+        let after: i64 = applied_migrations(&mut conn).await;
+        Ok((after - before).max(0) as usize)
+    }
+
+    /// Tasks by state, counted in the database.
+    async fn count_tasks(readers: &SqlitePool) -> Result<TaskCounts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")
+                .fetch_all(readers)
+                .await?;
+        counts_from_rows(rows)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> bool {
+        sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.readers)
+            .await
+            .is_ok()
+    }
+
+    fn task_counts(&self) -> TaskCounts {
+        self.log.task_counts()
+    }
+
+    async fn sync_external(&self) -> Result<bool, StoreError> {
+        let max = self.max_seq().await?;
+        if max <= self.log.published() {
+            return Ok(false);
+        }
+        self.writer.catch_up(max).await?;
+        Ok(true)
+    }
+
+    async fn create_task(
+        &self,
+        new: NewTask,
+        created_by: String,
+        max_attempts: i64,
+        events_for: TaskEvents,
+    ) -> Result<Task, StoreError> {
+        self.create_task(new, created_by, max_attempts, events_for)
+            .await
+    }
+
+    async fn update_task(
+        &self,
+        id: i64,
+        guard: Option<ClaimGuard>,
+        change: TaskChange,
+    ) -> Result<Task, StoreError> {
+        self.update_task(id, guard, change).await
+    }
+
+    async fn claim_next(
+        &self,
+        capabilities: Vec<String>,
+        guard: ClaimGuard,
+        claim: TaskChange,
+    ) -> Result<Option<Task>, StoreError> {
+        self.claim_next(capabilities, guard, claim).await
+    }
+
+    async fn expire_due(&self, limit: i64, expire: TaskExpiry) -> Result<Vec<Task>, StoreError> {
+        self.expire_due(limit, expire).await
+    }
+
+    async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        self.task(id).await
+    }
+
+    async fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        assignee: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.list_tasks(state, assignee, limit).await
+    }
+
+    async fn current_tasks(&self) -> Result<HashMap<String, i64>, StoreError> {
+        self.current_tasks().await
+    }
+
+    async fn add_agent(
+        &self,
+        name: String,
+        token_hash: String,
+        role: Role,
+        capabilities: Vec<String>,
+    ) -> Result<Agent, StoreError> {
+        self.add_agent(name, token_hash, role, capabilities).await
+    }
+
+    async fn agent_by_token_hash(&self, hash: &str) -> Result<Option<Agent>, StoreError> {
+        self.agent_by_token_hash(hash).await
+    }
+
+    async fn agent(&self, name: &str) -> Result<Option<Agent>, StoreError> {
+        self.agent(name).await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<Agent>, StoreError> {
+        self.list_agents().await
+    }
+
+    async fn revoke_agent(&self, name: String) -> Result<(), StoreError> {
+        self.revoke_agent(name).await
+    }
+
+    async fn revoked_since(&self, since: Millis) -> Result<Vec<String>, StoreError> {
+        self.revoked_since(since).await
+    }
+
+    async fn agent_connected(
+        &self,
+        name: String,
+        capabilities: Option<Vec<String>>,
+    ) -> Result<(), StoreError> {
+        self.agent_connected(name, capabilities).await
+    }
+
+    async fn record_acks(&self, acks: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.record_acks(acks).await
+    }
+
+    async fn record_message(
+        &self,
+        message: MessageRecord,
+        event: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.record_message(message, event).await
+    }
+
+    async fn newest_seq_for(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+    ) -> Result<i64, StoreError> {
+        self.newest_seq_for(agent, capabilities).await
+    }
+
+    async fn max_seq(&self) -> Result<i64, StoreError> {
+        self.max_seq().await
+    }
+
+    async fn scan_events(
+        &self,
+        agent: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<CommittedEvent>, StoreError> {
+        self.scan_events(agent, after, limit).await
+    }
+
+    async fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<CommittedEvent>, StoreError> {
+        events::load_events_between(&self.readers, after, upto, limit).await
+    }
+
+    async fn recent_events(&self, limit: i64) -> Result<Vec<CommittedEvent>, StoreError> {
+        self.recent_events(limit).await
+    }
+
+    async fn run_tally(&self, agent: &str) -> Result<RunTally, StoreError> {
+        self.run_tally(agent).await
+    }
+
+    async fn run_tallies(&self) -> Result<BTreeMap<String, RunTally>, StoreError> {
+        self.run_tallies().await
+    }
+
+    async fn done_per_minute(&self, minutes: usize) -> Result<Vec<i64>, StoreError> {
+        self.done_per_minute(minutes).await
+    }
+
+    async fn create_poll(
+        &self,
+        new: NewPoll,
+        created_by: String,
+        events_for: PollEvents,
+    ) -> Result<Poll, StoreError> {
+        self.create_poll(new, created_by, events_for).await
+    }
+
+    async fn cast_ballot(
+        &self,
+        poll_id: i64,
+        ballot: Ballot,
+        check: BallotCheck,
+    ) -> Result<(), StoreError> {
+        self.cast_ballot(poll_id, ballot, check).await
+    }
+
+    async fn update_poll(&self, id: i64, change: PollChange) -> Result<Poll, StoreError> {
+        self.update_poll(id, change).await
+    }
+
+    async fn close_due_polls(
+        &self,
+        limit: i64,
+        close: PollClosing,
+    ) -> Result<Vec<Poll>, StoreError> {
+        self.close_due_polls(limit, close).await
+    }
+
+    async fn any_poll_due(&self) -> Result<bool, StoreError> {
+        self.any_poll_due().await
+    }
+
+    async fn open_polls(&self, limit: i64) -> Result<Vec<Poll>, StoreError> {
+        self.open_polls(limit).await
+    }
+
+    async fn poll(&self, id: i64) -> Result<Option<Poll>, StoreError> {
+        self.poll(id).await
+    }
+
+    async fn search_tasks(&self, q: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        self.search_tasks(q).await
+    }
+
+    async fn search_messages(&self, q: &SearchQuery) -> Result<Vec<MessageHit>, StoreError> {
+        self.search_messages(q).await
+    }
+}

@@ -1,0 +1,336 @@
+//! Tasks under leases and their run records (`tasks`, `task_runs`). The
+//! rules come from the core as closures; this file loads, saves and keeps
+//! `task_runs` as [`run_changes`] says.
+
+use super::{json_list, parse_list, SqliteStore};
+use crate::clock::Millis;
+use crate::core::events::NewEvent;
+use crate::core::model::{NewTask, Task, TaskState};
+use crate::core::store::{
+    count_delta, run_changes, ClaimGuard, CountDelta, RunChange, StoreError, TaskChange,
+    TaskEvents, TaskExpiry,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use std::collections::HashMap;
+use std::str::FromStr;
+
+const TASK_COLS: &str = "id, title, body, state, priority, requires, tags, assignee, \
+    lease_expires_at, attempts, max_attempts, created_by, created_at, updated_at, result, \
+    error, progress, percent";
+
+fn task_from_row(r: &SqliteRow) -> Result<Task, StoreError> {
+    let state: String = r.try_get("state")?;
+    let result: Option<String> = r.try_get("result")?;
+    Ok(Task {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        body: r.try_get("body")?,
+        state: TaskState::from_str(&state).map_err(StoreError::Corrupt)?,
+        priority: r.try_get("priority")?,
+        requires: parse_list(r.try_get("requires")?)?,
+        tags: parse_list(r.try_get("tags")?)?,
+        assignee: r.try_get("assignee")?,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        attempts: r.try_get("attempts")?,
+        max_attempts: r.try_get("max_attempts")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        result: match result {
+            Some(s) => Some(
+                serde_json::from_str(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("task result: {e}")))?,
+            ),
+            None => None,
+        },
+        error: r.try_get("error")?,
+        progress: r.try_get("progress")?,
+        percent: r.try_get("percent")?,
+    })
+}
+
+async fn load_task(conn: &mut SqliteConnection, id: i64) -> Result<Option<Task>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(task_from_row).transpose()
+}
+
+/// Writes every mutable column of `t` back.
+async fn save_task(conn: &mut SqliteConnection, t: &Task) -> Result<(), StoreError> {
+    let result = t.result.as_ref().map(|v| v.to_string());
+    sqlx::query(
+        "UPDATE tasks SET state = ?2, assignee = ?3, lease_expires_at = ?4, attempts = ?5, \
+         updated_at = ?6, result = ?7, error = ?8, progress = ?9, percent = ?10, \
+         claimed_at = CASE WHEN ?2 = 'claimed' AND state <> 'claimed' THEN ?6 ELSE claimed_at END \
+         WHERE id = ?1",
+    )
+    .bind(t.id)
+    .bind(t.state.as_str())
+    .bind(&t.assignee)
+    .bind(t.lease_expires_at)
+    .bind(t.attempts)
+    .bind(t.updated_at)
+    .bind(result)
+    .bind(&t.error)
+    .bind(&t.progress)
+    .bind(t.percent)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn claims_held(conn: &mut SqliteConnection, agent: &str) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE assignee = ?1 AND state = 'claimed'")
+            .bind(agent)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+/// Applies the core's run-record decision for one task change.
+async fn record_run(
+    conn: &mut SqliteConnection,
+    before: TaskState,
+    holder: Option<&str>,
+    task: &Task,
+    events: &[NewEvent],
+    now: Millis,
+) -> Result<(), StoreError> {
+    for change in run_changes(before, holder, task, events) {
+        match change {
+            RunChange::Close { outcome, holder } => {
+                let closed = sqlx::query(
+                    "UPDATE task_runs SET ended_at = ?2, outcome = ?3 \
+                     WHERE task_id = ?1 AND ended_at IS NULL",
+                )
+                .bind(task.id)
+                .bind(now)
+                .bind(outcome)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if closed == 0 {
+                    // claimed before runs were recorded: close one from the task's own record
+                    sqlx::query(
+                        "INSERT INTO task_runs (task_id, agent, claimed_at, ended_at, outcome) \
+                         SELECT id, ?2, COALESCE(claimed_at, ?3), ?3, ?4 FROM tasks WHERE id = ?1",
+                    )
+                    .bind(task.id)
+                    .bind(holder)
+                    .bind(now)
+                    .bind(outcome)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            RunChange::Open { agent } => {
+                sqlx::query(
+                    "INSERT INTO task_runs (task_id, agent, claimed_at) VALUES (?1, ?2, ?3)",
+                )
+                .bind(task.id)
+                .bind(agent)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `change` to a loaded task and writes the result and its run record.
+async fn apply_change(
+    conn: &mut SqliteConnection,
+    mut task: Task,
+    holder: Option<String>,
+    now: Millis,
+    change: impl FnOnce(&mut Task, Millis) -> Result<Vec<NewEvent>, crate::core::error::CoreError>,
+) -> Result<(Task, Vec<NewEvent>, CountDelta), StoreError> {
+    let before = task.state;
+    task.updated_at = now;
+    let events = change(&mut task, now)?;
+    save_task(conn, &task).await?;
+    record_run(conn, before, holder.as_deref(), &task, &events, now).await?;
+    let delta = count_delta(Some(before), task.state);
+    Ok((task, events, delta))
+}
+
+impl SqliteStore {
+    /// Inserts a task and the events `events_for` derives from it.
+    pub(super) async fn create_task(
+        &self,
+        new: NewTask,
+        created_by: String,
+        max_attempts: i64,
+        events_for: TaskEvents,
+    ) -> Result<Task, StoreError> {
+        self.writer
+            .write(move |conn, now| {
+                Box::pin(async move {
+                    let row = sqlx::query(&format!(
+                        "INSERT INTO tasks (title, body, state, priority, requires, tags, \
+                         max_attempts, created_by, created_at, updated_at) \
+                         VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?8, ?8) RETURNING {TASK_COLS}"
+                    ))
+                    .bind(&new.title)
+                    .bind(&new.body)
+                    .bind(new.priority)
+                    .bind(json_list(&new.requires))
+                    .bind(json_list(&new.tags))
+                    .bind(new.max_attempts.unwrap_or(max_attempts))
+                    .bind(&created_by)
+                    .bind(now)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    let task = task_from_row(&row)?;
+                    let events = events_for(&task);
+                    Ok((task, events, count_delta(None, TaskState::Open)))
+                })
+            })
+            .await
+    }
+
+    /// Loads task `id`, lets `change` edit it (or refuse), and saves it.
+    pub(super) async fn update_task(
+        &self,
+        id: i64,
+        guard: Option<ClaimGuard>,
+        change: TaskChange,
+    ) -> Result<Task, StoreError> {
+        self.writer
+            .write(move |conn, now| {
+                Box::pin(async move {
+                    let task = load_task(conn, id).await?.ok_or_else(|| {
+                        crate::core::error::CoreError::NotFound(format!("task {id} does not exist"))
+                    })?;
+                    if let Some(g) = &guard {
+                        if task.state == TaskState::Open {
+                            g.check(claims_held(conn, &g.agent).await?)?;
+                        }
+                    }
+                    let holder = task.assignee.clone();
+                    apply_change(conn, task, holder, now, change).await
+                })
+            })
+            .await
+    }
+
+    /// Claims the best open task the capabilities cover (one statement reads
+    /// the claimant's held claims and the candidate).
+    pub(super) async fn claim_next(
+        &self,
+        capabilities: Vec<String>,
+        guard: ClaimGuard,
+        claim: TaskChange,
+    ) -> Result<Option<Task>, StoreError> {
+        self.writer
+            .write(move |conn, now| {
+                Box::pin(async move {
+                    let row = sqlx::query(&format!(
+                        // INDEXED BY: otherwise the planner picks tasks_state and
+                        // sorts every open task (O(open tasks) per claim).
+                        "SELECT h.held, c.* FROM (SELECT COUNT(*) AS held FROM tasks \
+                         WHERE assignee = ?2 AND state = 'claimed') h LEFT JOIN \
+                         (SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_open_queue \
+                          WHERE state = 'open' AND NOT EXISTS \
+                          (SELECT 1 FROM json_each(t.requires) r WHERE r.value NOT IN \
+                           (SELECT value FROM json_each(?1))) \
+                          ORDER BY priority DESC, id LIMIT 1) c"
+                    ))
+                    .bind(json_list(&capabilities))
+                    .bind(&guard.agent)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    guard.check(row.try_get("held")?)?;
+                    if row.try_get::<Option<i64>, _>("id")?.is_none() {
+                        return Ok((None, vec![], vec![]));
+                    }
+                    let task = task_from_row(&row)?;
+                    let (task, events, delta) = apply_change(conn, task, None, now, claim).await?;
+                    Ok((Some(task), events, delta))
+                })
+            })
+            .await
+    }
+
+    /// Applies `expire` to up to `limit` claims whose lease ran out.
+    pub(super) async fn expire_due(
+        &self,
+        limit: i64,
+        expire: TaskExpiry,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.writer
+            .write(move |conn, now| {
+                Box::pin(async move {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {TASK_COLS} FROM tasks WHERE state = 'claimed' \
+                         AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2"
+                    ))
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    let mut tasks = Vec::with_capacity(rows.len());
+                    let mut events = Vec::new();
+                    let mut delta = Vec::new();
+                    for row in &rows {
+                        let task = task_from_row(row)?;
+                        let holder = task.assignee.clone();
+                        let (task, expired, d) =
+                            apply_change(conn, task, holder, now, |t, now| Ok(expire(t, now)))
+                                .await?;
+                        events.extend(expired);
+                        delta.extend(d);
+                        tasks.push(task);
+                    }
+                    Ok((tasks, events, delta))
+                })
+            })
+            .await
+    }
+
+    /// One task.
+    pub(super) async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Tasks, newest first, optionally filtered by state and assignee.
+    pub(super) async fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        assignee: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE (?1 IS NULL OR state = ?1) \
+             AND (?2 IS NULL OR assignee = ?2) ORDER BY id DESC LIMIT ?3"
+        ))
+        .bind(state.map(|s| s.as_str()))
+        .bind(assignee)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// For each agent holding claims, the id of its most recent claim.
+    pub(super) async fn current_tasks(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT assignee, id, MAX(claimed_at) FROM tasks WHERE state = 'claimed' \
+             AND assignee IS NOT NULL GROUP BY assignee",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("assignee")?, r.try_get("id")?)))
+            .collect()
+    }
+}

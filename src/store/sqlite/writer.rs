@@ -1,0 +1,352 @@
+//! Group commit: one task owns the only write connection. Requests from any
+//! number of connections queue up; the writer takes what is waiting (up to
+//! `batch.max`, keeping the batch open up to `batch.wait` for more), runs
+//! each request under its own savepoint inside one IMMEDIATE transaction,
+//! appends the batch's events with multi-row inserts, commits once, then
+//! publishes through the [`CommitLog`] and answers every request.
+//!
+//! - A request the core's rules reject is rolled back to its savepoint and
+//!   answered with its own error; its neighbours commit.
+//! - A failing commit (disk full, locked past the busy timeout, a
+//!   constraint) answers every request of the batch with
+//!   [`StoreError::CommitFailed`] naming the cause, logs it once, and the
+//!   writer goes on with the next batch.
+//! - Events are published after the commit, in `seq` order, before the next
+//!   batch starts, so the bus sees every event once and in order.
+
+use super::events::{insert_events, load_events_between};
+use super::SqliteStore;
+use crate::clock::{now_ms, Millis};
+use crate::core::events::{CommittedEvent, NewEvent};
+use crate::core::store::{record_duration, CommitLog, CountDelta, StoreError};
+use crate::store::BatchPolicy;
+use futures_util::future::BoxFuture;
+use sqlx::{SqliteConnection, SqlitePool};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a request's work produced inside the transaction, type-erased.
+type Staged = (Box<dyn Any + Send>, Vec<NewEvent>, CountDelta);
+/// A request's work: runs on the write connection inside the batch's
+/// transaction, at the batch's `now`.
+type Work = Box<
+    dyn for<'c> FnOnce(
+            &'c mut SqliteConnection,
+            Millis,
+        ) -> BoxFuture<'c, Result<Staged, StoreError>>
+        + Send,
+>;
+type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
+
+/// How deep the request queue may get before callers wait for room.
+const QUEUE: usize = 8192;
+
+enum Request {
+    Write {
+        work: Work,
+        reply: Reply,
+    },
+    /// Publish events other processes committed, up to `upto`.
+    CatchUp {
+        upto: i64,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The handle every store call uses to reach the writer task.
+pub(super) struct WriterHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl WriterHandle {
+    /// Starts the writer task on `conn`; it stops when the handle is dropped.
+    pub(super) fn start(
+        conn: SqliteConnection,
+        readers: SqlitePool,
+        log: Arc<CommitLog>,
+        batch: BatchPolicy,
+    ) -> WriterHandle {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            conn,
+            readers,
+            log,
+            batch,
+        };
+        tokio::spawn(writer.run(rx));
+        WriterHandle { tx }
+    }
+
+    /// Runs `f` as one request of the next batch and returns its value once
+    /// the batch committed and its events were published.
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut SqliteConnection,
+                Millis,
+            )
+                -> BoxFuture<'c, Result<(T, Vec<NewEvent>, CountDelta), StoreError>>
+            + Send
+            + 'static,
+    {
+        let work: Work = Box::new(move |conn, now| {
+            let fut = f(conn, now);
+            Box::pin(async move {
+                let (value, events, delta) = fut.await?;
+                Ok((Box::new(value) as Box<dyn Any + Send>, events, delta))
+            })
+        });
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Write { work, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        let value = answer.await.map_err(|_| StoreError::WriterStopped)??;
+        value
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Corrupt("writer answered with another type".into()))
+    }
+
+    /// Has the writer publish events other processes committed up to `upto`.
+    pub(super) async fn catch_up(&self, upto: i64) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Request::CatchUp { upto, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)
+    }
+}
+
+/// Runs statements without parameters (several may be joined by `;`).
+fn exec<'c>(
+    conn: &'c mut SqliteConnection,
+    sql: &'static str,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        sqlx::query(sql).execute(&mut *conn).await?;
+        Ok(())
+    })
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    readers: SqlitePool,
+    log: Arc<CommitLog>,
+    batch: BatchPolicy,
+}
+
+/// One request of a batch after its work ran.
+struct Done {
+    reply: Reply,
+    outcome: Result<(Box<dyn Any + Send>, CountDelta), StoreError>,
+    /// How many of the batch's events are this request's.
+    events: usize,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch: VecDeque<(Work, Reply)> = VecDeque::with_capacity(self.batch.max);
+        let mut catch_ups = Vec::new();
+        while let Some(first) = rx.recv().await {
+            match first {
+                Request::Write { work, reply } => batch.push_back((work, reply)),
+                Request::CatchUp { upto, reply } => catch_ups.push((upto, reply)),
+            }
+            self.gather(&mut rx, &mut batch, &mut catch_ups).await;
+            while !batch.is_empty() {
+                self.run_batch(&mut batch).await;
+            }
+            for (upto, reply) in catch_ups.drain(..) {
+                self.catch_up(upto).await;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Takes what is queued, and keeps the batch open up to `batch.wait`
+    /// (yielding, so tasks about to write get to run) while more arrives.
+    fn gather<'a>(
+        &'a self,
+        rx: &'a mut mpsc::Receiver<Request>,
+        batch: &'a mut VecDeque<(Work, Reply)>,
+        catch_ups: &'a mut Vec<(i64, oneshot::Sender<()>)>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let deadline = Instant::now() + self.batch.wait;
+            let mut quiet_rounds = 0;
+            while batch.len() < self.batch.max {
+                let before = batch.len();
+                while batch.len() < self.batch.max {
+                    match rx.try_recv() {
+                        Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
+                        Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
+                        Err(_) => break,
+                    }
+                }
+                quiet_rounds = if batch.len() == before {
+                    quiet_rounds + 1
+                } else {
+                    0
+                };
+                if batch.is_empty() || quiet_rounds > 2 || Instant::now() >= deadline {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    }
+
+    /// Runs requests from the front of `batch` in one transaction until the
+    /// batch is done or the transaction is lost (then the rest go next time).
+    fn run_batch<'a>(&'a mut self, batch: &'a mut VecDeque<(Work, Reply)>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let now = now_ms();
+            if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE; SAVEPOINT req").await {
+                let cause = e.to_string();
+                tracing::error!(error = %cause, requests = batch.len(), "could not begin a write transaction");
+                let _ = exec(&mut self.conn, "ROLLBACK").await;
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::CommitFailed(cause.clone())));
+                }
+                return;
+            }
+            let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+            let mut events: Vec<NewEvent> = Vec::new();
+            let mut tx_lost = None;
+            let mut first = true;
+            while let Some((work, reply)) = batch.pop_front() {
+                if !first {
+                    // one round trip closes the last request's savepoint and opens this one's
+                    if let Err(e) = exec(&mut self.conn, "RELEASE req; SAVEPOINT req").await {
+                        batch.push_front((work, reply));
+                        tx_lost = Some(e.to_string());
+                        break;
+                    }
+                }
+                first = false;
+                match work(&mut self.conn, now).await {
+                    Ok((value, new_events, delta)) => {
+                        done.push(Done {
+                            reply,
+                            outcome: Ok((value, delta)),
+                            events: new_events.len(),
+                        });
+                        events.extend(new_events);
+                    }
+                    Err(e) => {
+                        let undone = exec(&mut self.conn, "ROLLBACK TO req").await;
+                        done.push(Done {
+                            reply,
+                            outcome: Err(e),
+                            events: 0,
+                        });
+                        if let Err(e) = undone {
+                            tx_lost = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                if done.len() >= self.batch.max {
+                    break;
+                }
+            }
+            let committed = match tx_lost {
+                Some(cause) => Err(cause),
+                None => self.append_and_commit(now, events).await,
+            };
+            match committed {
+                Ok(committed) => {
+                    record_duration("write", started);
+                    self.publish(done, committed).await;
+                }
+                Err(cause) => {
+                    let _ = exec(&mut self.conn, "ROLLBACK").await;
+                    let failed = done.iter().filter(|d| d.outcome.is_ok()).count();
+                    tracing::error!(
+                        error = %cause,
+                        requests = failed,
+                        "write batch could not commit; each of its requests is answered `internal`"
+                    );
+                    for d in done {
+                        let res = match d.outcome {
+                            Ok(_) => Err(StoreError::CommitFailed(cause.clone())),
+                            Err(e) => Err(e),
+                        };
+                        let _ = d.reply.send(res);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Appends the batch's events (multi-row inserts) and commits.
+    async fn append_and_commit(
+        &mut self,
+        now: Millis,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<CommittedEvent>, String> {
+        let committed = insert_events(&mut self.conn, now, events)
+            .await
+            .map_err(|e| e.to_string())?;
+        exec(&mut self.conn, "RELEASE req; COMMIT")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(committed)
+    }
+
+    /// After a commit: counts and events to the log (after any events other
+    /// processes committed before ours), then every request's answer.
+    async fn publish(&mut self, done: Vec<Done>, committed: Vec<CommittedEvent>) {
+        let mut delta: CountDelta = Vec::new();
+        for d in &done {
+            if let Ok((_, dl)) = &d.outcome {
+                delta.extend(dl.iter().copied());
+            }
+        }
+        match committed.first().and_then(|e| self.log.gap_before(e.seq)) {
+            Some(upto) => {
+                // the recount already includes this batch: no delta on top
+                self.catch_up(upto).await;
+                self.log.committed(&[], &committed);
+            }
+            None => self.log.committed(&delta, &committed),
+        }
+        debug_assert_eq!(
+            done.iter().map(|d| d.events).sum::<usize>(),
+            committed.len()
+        );
+        for d in done {
+            let _ = d.reply.send(d.outcome.map(|(value, _)| value));
+        }
+    }
+
+    /// Publishes events other processes committed up to `upto`, after a recount.
+    fn catch_up(&mut self, upto: i64) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if upto <= self.log.published() {
+                return;
+            }
+            let counts = match SqliteStore::count_tasks(&self.readers).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not recount tasks");
+                    self.log.task_counts()
+                }
+            };
+            let readers = self.readers.clone();
+            self.log
+                .catch_up(counts, upto, |after, upto| {
+                    let readers = readers.clone();
+                    async move { load_events_between(&readers, after, upto, 1000).await }
+                })
+                .await;
+        })
+    }
+}

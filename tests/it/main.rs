@@ -1,0 +1,29 @@
+//! Every integration test in one binary (one link instead of one per file):
+//! each module is one area, talking to a real server the way its peers do.
+//! Shared fakes and the `TestServer` helper are in `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod browser;
+mod cli;
+mod dashboard;
+mod discord;
+mod embeddings;
+mod mcp;
+mod metrics;
+mod multi_instance;
+mod polls;
+mod postgres;
+mod reason;
+mod reason_surfaces;
+mod search;
+mod smoke;
+mod storage;
+mod twitch;
+mod ws_backpressure;
+mod ws_bad_input;
+mod ws_events;
+mod ws_session;
+mod ws_tasks;
