@@ -6,7 +6,7 @@
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    PaginatedRequestParams, ResultType, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{RequestContext, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -55,11 +55,17 @@ impl ServerHandler for ForwardedTools {
         request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        self.upstream
+        let mut tools = self
+            .upstream
             .peer()
             .list_tools(request)
             .await
-            .map_err(forwarded_error)
+            .map_err(forwarded_error)?;
+        // The upstream leg speaks an older revision, which leaves
+        // `resultType` out ("absent means complete"); a 2026-07-28 client on
+        // stdio requires it. rmcp strips it again for older stdio clients.
+        tools.result_type.get_or_insert(ResultType::COMPLETE);
+        Ok(tools)
     }
 
     async fn call_tool(
@@ -67,10 +73,17 @@ impl ServerHandler for ForwardedTools {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.upstream
+        let mut answer = self
+            .upstream
             .call_tool_once(request)
             .await
-            .map_err(forwarded_error)
+            .map_err(forwarded_error)?;
+        // As for `tools/list`: restore the `resultType` the older upstream
+        // revision leaves out.
+        if let CallToolResponse::Complete(result) = &mut answer {
+            result.result_type.get_or_insert(ResultType::COMPLETE);
+        }
+        Ok(answer)
     }
 }
 

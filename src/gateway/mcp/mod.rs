@@ -18,10 +18,12 @@ use crate::core::error::CoreError;
 use crate::core::model::{Caller, Platform};
 use crate::gateway::http::caller::{status_for, ApiError};
 use crate::gateway::AppState;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::sync::Arc;
@@ -53,6 +55,10 @@ pub fn service(app: &AppState) -> axum::Router {
     );
     axum::Router::new()
         .fallback_service(mcp)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            check_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_agent,
@@ -117,4 +123,65 @@ pub async fn require_agent(State(app): State<AppState>, mut req: Request, next: 
         }
         Err(e) => refused(e, true),
     }
+}
+
+/// A JSON-RPC error object with no request id (the request could not be
+/// read), answered with `status`.
+fn json_rpc_refusal(status: StatusCode, code: i64, message: String) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message},
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Reads a POST body before rmcp sees it: over `server.max_body_bytes` it
+/// gets 413, and a body that is not JSON gets the JSON-RPC parse error
+/// (-32700, HTTP 400), each saying what was wrong; nothing is executed.
+pub async fn check_body(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let limit = app.cfg.server.max_body_bytes;
+    let too_large = || {
+        json_rpc_refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            format!("request body exceeds server.max_body_bytes ({limit} bytes)"),
+        )
+    };
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_length.is_some_and(|len| len > limit as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let mut chunks = body.into_data_stream();
+    let mut collected = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) if collected.len() + bytes.len() > limit => return too_large(),
+            Ok(bytes) => collected.extend_from_slice(&bytes),
+            Err(e) => {
+                return json_rpc_refusal(
+                    StatusCode::BAD_REQUEST,
+                    -32700,
+                    format!("Parse error: the request body could not be read: {e}"),
+                )
+            }
+        }
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&collected) {
+        return json_rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            format!("Parse error: the request body is not JSON: {e}"),
+        );
+    }
+    next.run(Request::from_parts(parts, Body::from(collected)))
+        .await
 }
