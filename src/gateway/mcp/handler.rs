@@ -143,9 +143,9 @@ impl ServerHandler for SwarmTools {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let mut result = ListToolsResult::default();
-        result.tools = tools::tools(&self.app.core.catalog);
-        Ok(result)
+        Ok(ListToolsResult::with_all_items(tools::tools(
+            &self.app.core.catalog,
+        )))
     }
 
     async fn call_tool(
