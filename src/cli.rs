@@ -76,6 +76,16 @@ pub enum Cmd {
     /// Discord.
     #[command(subcommand)]
     Discord(DiscordCmd),
+    /// Speak MCP on stdin/stdout, forwarding to a running server's `/mcp`
+    /// (for clients that launch MCP servers as a process).
+    Mcp {
+        /// The server, e.g. http://127.0.0.1:7878 (env SWARMBRIDGE_MCP_URL).
+        #[arg(long, env = "SWARMBRIDGE_MCP_URL")]
+        url: String,
+        /// The agent token (env SWARMBRIDGE_MCP_TOKEN; never logged).
+        #[arg(long, env = "SWARMBRIDGE_MCP_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 /// `swarmbridge discord ...`
@@ -229,9 +239,17 @@ async fn open(cfg: &Config) -> anyhow::Result<Arc<Core>> {
     Ok(crate::server::open_core(cfg, Arc::new(Bus::new())).await?)
 }
 
+/// `swarmbridge mcp`: speaks MCP on stdin/stdout and forwards to a running
+/// server's `/mcp`.
+async fn mcp_bridge(url: &str, token: &str) -> anyhow::Result<()> {
+    crate::gateway::mcp::bridge::run_stdio_bridge(url, token).await?;
+    Ok(())
+}
+
 async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { .. } => serve(cfg).await,
+        Cmd::Mcp { url, token } => mcp_bridge(&url, &token).await,
         Cmd::Migrate => migrate(&cfg).await,
         Cmd::Agent(AgentCmd::Add {
             name,

@@ -56,6 +56,9 @@ pub struct Config {
     /// The Discord front door (`SWARMBRIDGE_DISCORD_*`).
     #[serde(default)]
     pub discord: DiscordConfig,
+    /// The MCP front door at `/mcp`: allowed `Host`s and `Origin`s.
+    #[serde(default)]
+    pub mcp: crate::gateway::mcp::McpConfig,
 }
 
 /// `[dashboard]`

@@ -16,6 +16,8 @@ pub enum Surface {
     Ws,
     /// The HTTP API.
     Http,
+    /// MCP tools (`/mcp`).
+    Mcp,
 }
 
 /// The type of an option value.
@@ -137,7 +139,7 @@ pub(super) fn check_command(c: &CommandSpec) -> Result<(), String> {
         return Err("description must be 1 to 100 characters".into());
     }
     if c.platforms.is_empty() {
-        return Err("platforms must name at least one of discord, twitch, ws, http".into());
+        return Err("platforms must name at least one of discord, twitch, ws, http, mcp".into());
     }
     if c.twitch.is_some() != c.on(Surface::Twitch) {
         return Err("a `twitch` alias is needed exactly when platforms include twitch".into());

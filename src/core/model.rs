@@ -77,6 +77,8 @@ pub enum Platform {
     Twitch,
     /// The HTTP API.
     Http,
+    /// An MCP client at `/mcp` (or through the stdio bridge).
+    Mcp,
     /// The command line, writing to the database directly.
     Cli,
 }
@@ -89,6 +91,7 @@ impl Platform {
             Platform::Discord => "discord",
             Platform::Twitch => "twitch",
             Platform::Http => "http",
+            Platform::Mcp => "mcp",
             Platform::Cli => "cli",
         }
     }

@@ -40,6 +40,7 @@ pub fn surface_of(platform: Platform) -> Option<Surface> {
         Platform::Discord => Some(Surface::Discord),
         Platform::Twitch => Some(Surface::Twitch),
         Platform::Http => Some(Surface::Http),
+        Platform::Mcp => Some(Surface::Mcp),
         Platform::Cli => None,
     }
 }

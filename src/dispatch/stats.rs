@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Every platform, in the order [`FrontDoorStats`] keeps them.
-pub const PLATFORMS: [Platform; 5] = [
+pub const PLATFORMS: [Platform; 6] = [
     Platform::Ws,
     Platform::Discord,
     Platform::Twitch,
     Platform::Http,
     Platform::Cli,
+    Platform::Mcp,
 ];
 
 fn platform_index(p: Platform) -> usize {
@@ -24,6 +25,7 @@ fn platform_index(p: Platform) -> usize {
         Platform::Twitch => 2,
         Platform::Http => 3,
         Platform::Cli => 4,
+        Platform::Mcp => 5,
     }
 }
 
@@ -31,8 +33,8 @@ fn platform_index(p: Platform) -> usize {
 /// in memory by the dispatcher (reset at restart; `/metrics` has them as counters).
 #[derive(Debug, Default)]
 pub struct FrontDoorStats {
-    served: [AtomicU64; 5],
-    refused: [AtomicU64; 5],
+    served: [AtomicU64; 6],
+    refused: [AtomicU64; 6],
     streams: AtomicUsize,
     /// Discord gateway link: 0 off, 1 configured but not connected, 2 up.
     discord_link: std::sync::atomic::AtomicU8,

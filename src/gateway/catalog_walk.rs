@@ -10,7 +10,7 @@ use crate::core::command::{Command, Reply};
 use crate::core::error::CoreError;
 use crate::core::model::{Caller, Platform, Role};
 use crate::dispatch::{parse, Dispatcher};
-use crate::gateway::{discord, http, twitch, ws};
+use crate::gateway::{discord, http, mcp, twitch, ws};
 use crate::limits::RateLimits;
 use serde_json::Value;
 use std::sync::Arc;
@@ -70,6 +70,10 @@ fn parse_on(
             }
         }
         Surface::Http => parse::command_in(catalog, spec.ws_type(), parse::args_json(args)),
+        Surface::Mcp => {
+            let (checked, _) = mcp::tools::checked_args(spec, Some(&parse::args_json(args)))?;
+            parse::chat_command(spec.ws_type(), &checked)
+        }
         Surface::Discord => {
             spec.validate(args)?;
             parse::chat_command(spec.ws_type(), args)
@@ -95,6 +99,12 @@ fn render_on(surface: Surface, outcome: &Result<Reply, CoreError>) -> String {
             serde_json::to_string(&discord::render::error_message(e)).unwrap_or_default()
         }
         (Surface::Twitch, Ok(r)) => twitch::render::reply(r),
+        (Surface::Mcp, Ok(r)) => {
+            serde_json::to_string(&mcp::handler::render_reply(r)).unwrap_or_default()
+        }
+        (Surface::Mcp, Err(e)) => {
+            serde_json::to_string(&mcp::handler::render_error(e)).unwrap_or_default()
+        }
         (Surface::Twitch, Err(e)) => twitch::render::error(e),
     }
 }
@@ -103,6 +113,7 @@ fn platform_of(surface: Surface) -> Platform {
     match surface {
         Surface::Ws => Platform::Ws,
         Surface::Http => Platform::Http,
+        Surface::Mcp => Platform::Mcp,
         Surface::Discord => Platform::Discord,
         Surface::Twitch => Platform::Twitch,
     }

@@ -8,6 +8,7 @@
 pub mod dashboard;
 pub mod discord;
 pub mod http;
+pub mod mcp;
 pub mod twitch;
 pub mod ws;
 
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(api_routes)
+        .nest_service("/mcp", mcp::service(&state))
         .route("/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))

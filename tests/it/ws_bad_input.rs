@@ -326,12 +326,17 @@ async fn a_catalog_dir_that_leaves_a_command_out_stops_start_up_naming_it() {
 
 #[tokio::test]
 async fn the_catalogs_ws_and_http_platform_entries_are_enforced() {
-    const ALL: &str = r#"platforms = ["discord", "twitch", "ws", "http"]"#;
+    const ALL: &str = r#"platforms = ["discord", "twitch", "ws", "http", "mcp"]"#;
     // status.toml declares `status`, then `agents`: status leaves ws, agents leaves http
     let catalog = catalog_dir(|name, text| {
         Some(if name == "status.toml" {
-            text.replacen(ALL, r#"platforms = ["discord", "twitch", "http"]"#, 1)
-                .replacen(ALL, r#"platforms = ["discord", "twitch", "ws"]"#, 1)
+            assert_eq!(text.matches(ALL).count(), 2, "status.toml changed");
+            text.replacen(
+                ALL,
+                r#"platforms = ["discord", "twitch", "http", "mcp"]"#,
+                1,
+            )
+            .replacen(ALL, r#"platforms = ["discord", "twitch", "ws", "mcp"]"#, 1)
         } else {
             text.to_string()
         })
