@@ -5,6 +5,7 @@
 
 use super::error::CoreError;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
+use super::messages::Inbox;
 use super::polls::{NewPoll, Poll};
 use super::search::{SearchRequest, SearchResults};
 use super::Core;
@@ -95,6 +96,14 @@ pub enum Command {
         /// The text.
         text: String,
     },
+    /// Read the caller's direct messages and broadcasts after a `seq`,
+    /// acknowledging what was read.
+    Inbox {
+        /// Read what came after this `seq`; None: after the agent's last ack.
+        seq: Option<i64>,
+        /// At most this many messages (default [`super::messages::INBOX_DEFAULT_LIMIT`]).
+        limit: Option<i64>,
+    },
     /// Send to every agent (and the platforms' announcement channels).
     Broadcast {
         /// The text.
@@ -158,6 +167,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "task.cancel",
     "task.assign",
     "msg.send",
+    "inbox",
     "broadcast",
     "status",
     "agents",
@@ -186,6 +196,7 @@ impl Command {
             Command::TaskCancel { .. } => "task.cancel",
             Command::TaskAssign { .. } => "task.assign",
             Command::MsgSend { .. } => "msg.send",
+            Command::Inbox { .. } => "inbox",
             Command::Broadcast { .. } => "broadcast",
             Command::Status => "status",
             Command::Agents => "agents",
@@ -234,6 +245,8 @@ pub enum Reply {
     Poll(Poll),
     /// `search`.
     Results(SearchResults),
+    /// `inbox`: the messages read and the cursor to read on from.
+    Inbox(Inbox),
     /// `poll.vote`: the vote was counted; the poll with its new tally
     /// (the WebSocket and HTTP answer `ok`, chat shows the tally).
     Voted(Poll),
@@ -304,6 +317,9 @@ impl Core {
             Command::MsgSend { to, text } => {
                 self.send_message(caller, &to, text).await?;
                 Ok(Reply::Ok)
+            }
+            Command::Inbox { seq, limit } => {
+                Ok(Reply::Inbox(self.read_inbox(caller, seq, limit).await?))
             }
             Command::Broadcast { text, topic } => {
                 self.broadcast(caller, text, topic).await?;

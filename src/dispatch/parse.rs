@@ -137,6 +137,13 @@ enum Wire {
     TaskAssign { task_id: i64, agent: String },
     #[serde(rename = "msg.send")]
     MsgSend { to: String, text: String },
+    #[serde(rename = "inbox")]
+    Inbox {
+        #[serde(default)]
+        seq: Option<i64>,
+        #[serde(default)]
+        limit: Option<i64>,
+    },
     #[serde(rename = "broadcast")]
     Broadcast {
         text: String,
@@ -377,6 +384,7 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
         Wire::TaskCancel { task_id, reason } => Command::TaskCancel { task_id, reason },
         Wire::TaskAssign { task_id, agent } => Command::TaskAssign { task_id, agent },
         Wire::MsgSend { to, text } => Command::MsgSend { to, text },
+        Wire::Inbox { seq, limit } => Command::Inbox { seq, limit },
         Wire::Broadcast { text, topic } => Command::Broadcast { text, topic },
         Wire::Status {} => Command::Status,
         Wire::Agents {} => Command::Agents,

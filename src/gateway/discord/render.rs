@@ -173,6 +173,8 @@ pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
     match reply {
         Reply::Poll(p) | Reply::Voted(p) => poll_message(p),
         Reply::Reason(a) => msg.embed(reason_embed("", &a.text, Some(a))),
+        // the inbox is an agent's (WebSocket, HTTP, MCP); a summary if it ever shows here
+        Reply::Inbox(i) => notice(&format!("{} message(s) read.", i.messages.len())),
         // the handler answers help from the catalog; this is the fallback
         Reply::Help { .. } => notice("Try /help."),
         Reply::Results(r) => msg.embed(

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod caller;
 pub mod events;
+pub mod inbox;
 pub mod openapi;
 pub mod polls;
 pub mod probe;
@@ -31,6 +32,7 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::agent_stats))
         .routes(routes!(agents::send_message))
         .routes(routes!(agents::broadcast))
+        .routes(routes!(inbox::read_inbox))
         .routes(routes!(status::status))
         .routes(routes!(events::events))
         .routes(routes!(polls::poll_open))

@@ -183,6 +183,8 @@ pub fn reply(r: &Reply) -> String {
             list(a, 15, agent)
         ),
         Reply::Ok => "done".into(),
+        // the inbox is an agent's; a summary if it ever shows here
+        Reply::Inbox(i) => plural(i.messages.len(), "message", "messages"),
         Reply::Poll(p) => poll_line(p),
         Reply::Voted(p) => format!("vote counted: {}", poll_line(p)),
         Reply::Reason(a) => fit_words(&clean(&a.text), ASK_MAX_CHARS),

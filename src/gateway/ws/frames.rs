@@ -156,6 +156,10 @@ pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
         Reply::Poll(p) => ("poll", json!({ "poll": p })),
         Reply::Results(r) => ("results", json!({ "results": r.results, "mode": r.mode })),
         Reply::Voted(p) => ("ok", json!({ "poll": p })),
+        Reply::Inbox(i) => (
+            "inbox",
+            json!({ "messages": i.messages, "next": i.next, "more": i.more }),
+        ),
         Reply::Reason(a) => (
             "reason.result",
             json!({
