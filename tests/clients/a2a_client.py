@@ -63,13 +63,15 @@ async def main():
             out = as_dict(card)
     elif scenario == "stream":
         http, client = await client_for(base, auth)
-        async with http:
+        try:
             async for resp in client.send_message(SendMessageRequest(message=message(arg))):
                 print(json.dumps(as_dict(resp)), flush=True)
             out = {"end": True}
+        finally:
+            await http.aclose()
     elif scenario == "cancel":
         http, client = await client_for(base, auth, streaming=False)
-        async with http:
+        try:
             req = SendMessageRequest(message=message(arg),
                                      configuration=SendMessageConfiguration(return_immediately=True))
             sent = [as_dict(r) async for r in client.send_message(req)]
@@ -85,17 +87,20 @@ async def main():
                 again = error_of(e)
             out = {"cancelled": as_dict(cancelled), "got": as_dict(got),
                    "cancel_again": again}
+        finally:
+            await http.aclose()
     elif scenario in ("version", "noauth"):
         headers = dict(auth) if scenario == "version" else {}
         if scenario == "version":
             headers["A2A-Version"] = arg
         http, client = await client_for(base, headers)
-        async with http:
-            try:
-                await client.get_task(GetTaskRequest(id="1"))
-                out = {"type": "accepted"}
-            except Exception as e:  # noqa: BLE001
-                out = error_of(e)
+        try:
+            await client.get_task(GetTaskRequest(id="1"))
+            out = {"type": "accepted"}
+        except Exception as e:  # noqa: BLE001
+            out = error_of(e)
+        finally:
+            await http.aclose()
     print(json.dumps(out))
 
 

@@ -394,14 +394,22 @@ async fn an_unsupported_mcp_protocol_version_is_answered_as_the_spec_says() {
     let token = srv.add_agent("ok", Role::Agent, &[]).await;
     // `initialize` with a version the server does not know: the server
     // answers with one it supports, and the client decides.
-    let (status, v) = mcp_call(
-        &srv,
-        &token,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "1999-01-01", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"}}}),
-    )
-    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/mcp", srv.http_url()))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "1999-01-01", "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("reply");
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
     assert_eq!(status, 200, "{v}");
     let offered = v["result"]["protocolVersion"].as_str().unwrap_or("");
     assert!(
