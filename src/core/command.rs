@@ -4,8 +4,8 @@
 //! `commands/*.toml`; front doors only render the new [`Reply`] if it has one.
 
 use super::error::CoreError;
-use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::messages::Inbox;
+use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::polls::{NewPoll, Poll};
 use super::search::{SearchRequest, SearchResults};
 use super::Core;

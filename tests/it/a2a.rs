@@ -129,7 +129,10 @@ async fn an_a2a_client_streams_a_task_to_completion_while_a_websocket_agent_work
     ]);
     let mut lines = lines_of(&mut child);
     let first = next_line(&mut lines, &mut child).await;
-    assert_eq!(first["task"]["status"]["state"], "TASK_STATE_SUBMITTED", "{first}");
+    assert_eq!(
+        first["task"]["status"]["state"], "TASK_STATE_SUBMITTED",
+        "{first}"
+    );
     assert_eq!(first["task"]["contextId"], "ctx-tests", "{first}");
     let task_id: i64 = first["task"]["id"]
         .as_str()
@@ -177,7 +180,10 @@ async fn an_a2a_client_streams_a_task_to_completion_while_a_websocket_agent_work
         "{done}"
     );
     let end = next_line(&mut lines, &mut child).await;
-    assert_eq!(end["end"], true, "the stream ends after the terminal status: {end}");
+    assert_eq!(
+        end["end"], true,
+        "the stream ends after the terminal status: {end}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +197,10 @@ async fn an_a2a_client_cancels_a_claimed_task_and_its_holder_loses_the_lease() {
     let mut child = run_client(&["cancel", &srv.http_url(), &token, "Rebuild the index"]);
     let mut lines = lines_of(&mut child);
     let sent = next_line(&mut lines, &mut child).await;
-    assert_eq!(sent["task"]["status"]["state"], "TASK_STATE_SUBMITTED", "{sent}");
+    assert_eq!(
+        sent["task"]["status"]["state"], "TASK_STATE_SUBMITTED",
+        "{sent}"
+    );
     let task_id: i64 = sent["task"]["id"]
         .as_str()
         .and_then(|s| s.parse().ok())
@@ -203,9 +212,18 @@ async fn an_a2a_client_cancels_a_claimed_task_and_its_holder_loses_the_lease() {
     stdin.write_all(b"go\n").await.expect("stdin write");
     stdin.flush().await.expect("stdin flush");
     let out = next_line(&mut lines, &mut child).await;
-    assert_eq!(out["cancelled"]["status"]["state"], "TASK_STATE_CANCELED", "{out}");
-    assert_eq!(out["got"]["status"]["state"], "TASK_STATE_CANCELED", "{out}");
-    assert_eq!(out["cancel_again"]["type"], "TaskNotCancelableError", "{out}");
+    assert_eq!(
+        out["cancelled"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{out}"
+    );
+    assert_eq!(
+        out["got"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{out}"
+    );
+    assert_eq!(
+        out["cancel_again"]["type"], "TaskNotCancelableError",
+        "{out}"
+    );
     let cancelled = worker.event("task.cancelled").await;
     assert_eq!(cancelled["data"]["task"]["id"], task_id);
     assert_eq!(cancelled["data"]["task"]["lease_expires_at"], Value::Null);
@@ -215,7 +233,10 @@ async fn an_a2a_client_cancels_a_claimed_task_and_its_holder_loses_the_lease() {
             "conflict",
         )
         .await;
-    assert!(e["message"].as_str().unwrap_or("").contains("cancelled"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("cancelled"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +249,10 @@ async fn an_a2a_client_with_an_unsupported_version_gets_version_not_supported() 
     let out = client_output(&["version", &srv.http_url(), &token, "0.3"]).await;
     assert_eq!(out["type"], "VersionNotSupportedError", "{out}");
     assert!(
-        out["message"].as_str().unwrap_or("").contains("A2A-Version: 1.0"),
+        out["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("A2A-Version: 1.0"),
         "{out}"
     );
 }
@@ -241,7 +265,10 @@ async fn an_a2a_client_without_a_token_is_refused_with_401() {
     let srv = TestServer::spawn().await;
     let out = client_output(&["noauth", &srv.http_url(), "-"]).await;
     assert_eq!(out["type"], "A2AClientError", "{out}");
-    assert!(out["message"].as_str().unwrap_or("").contains("401"), "{out}");
+    assert!(
+        out["message"].as_str().unwrap_or("").contains("401"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,8 +324,13 @@ fn send_params(text: &str) -> Value {
 async fn error_code(resp: reqwest::Response) -> (i64, String) {
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.expect("json");
-    let code = v["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error: {v}"));
-    (code, v["error"]["message"].as_str().unwrap_or("").to_string())
+    let code = v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error: {v}"));
+    (
+        code,
+        v["error"]["message"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 #[tokio::test]
@@ -311,10 +343,14 @@ async fn a2a_without_a_token_or_with_a_bad_one_gets_401_and_a_bearer_challenge()
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"].to_str().expect("ascii");
     assert!(challenge.starts_with("Bearer"), "{challenge}");
-    let r = a2a_post(&srv, Some("sbt_not_a_token"), rpc("GetTask", json!({"id": "1"})))
-        .send()
-        .await
-        .expect("reply");
+    let r = a2a_post(
+        &srv,
+        Some("sbt_not_a_token"),
+        rpc("GetTask", json!({"id": "1"})),
+    )
+    .send()
+    .await
+    .expect("reply");
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"].to_str().expect("ascii");
     assert!(challenge.contains("invalid_token"), "{challenge}");
@@ -355,13 +391,20 @@ async fn bad_a2a_json_rpc_gets_the_specs_error_objects_and_the_server_keeps_serv
         (json!([]).to_string(), -32600),
         (rpc("tasks/send", json!({})), -32601),
         (rpc("SendMessage", json!({"message": "hello"})), -32602),
-        (rpc("SendMessage", json!({"message": {"parts": [{"raw": "AAAA"}]}})), -32005),
+        (
+            rpc(
+                "SendMessage",
+                json!({"message": {"parts": [{"raw": "AAAA"}]}}),
+            ),
+            -32005,
+        ),
         (rpc("GetTask", json!({"id": "999"})), -32001),
         (rpc("GetTask", json!({"id": "not-a-number"})), -32001),
         (rpc("CreateTaskPushNotificationConfig", json!({})), -32003),
     ];
     for (body, want) in cases {
-        let (code, message) = error_code(a2a_post(&srv, t, body.clone()).send().await.expect("reply")).await;
+        let (code, message) =
+            error_code(a2a_post(&srv, t, body.clone()).send().await.expect("reply")).await;
         assert_eq!(code, want, "{body}: {message}");
         assert!(!message.is_empty(), "{body}");
     }
@@ -380,7 +423,10 @@ async fn bad_a2a_json_rpc_gets_the_specs_error_objects_and_the_server_keeps_serv
         .await
         .expect("reply");
     let v: Value = r.json().await.expect("json");
-    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_SUBMITTED", "{v}");
+    assert_eq!(
+        v["result"]["task"]["status"]["state"], "TASK_STATE_SUBMITTED",
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -388,18 +434,32 @@ async fn a_subscribed_stream_follows_a_task_from_claim_to_failure() {
     let srv = TestServer::spawn().await;
     let token = srv.add_agent("o", Role::Agent, &[]).await;
     let mut worker = srv.agent("worker", &["rust"]).await;
-    let r = a2a_post(&srv, Some(&token), rpc("SendMessage", json!({
+    let r = a2a_post(
+        &srv,
+        Some(&token),
+        rpc(
+            "SendMessage",
+            json!({
         "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "Fix the build"}],
                     "metadata": {"skill": "rust"}},
-        "configuration": {"returnImmediately": true}})))
+        "configuration": {"returnImmediately": true}}),
+        ),
+    )
     .send()
     .await
     .expect("reply");
     let v: Value = r.json().await.expect("json");
-    let id = v["result"]["task"]["id"].as_str().expect("task id").to_string();
+    let id = v["result"]["task"]["id"]
+        .as_str()
+        .expect("task id")
+        .to_string();
     let task_id: i64 = id.parse().expect("number");
-    let mut stream =
-        SseStream::open(a2a_post(&srv, Some(&token), rpc("SubscribeToTask", json!({"id": id})))).await;
+    let mut stream = SseStream::open(a2a_post(
+        &srv,
+        Some(&token),
+        rpc("SubscribeToTask", json!({"id": id})),
+    ))
+    .await;
     let first = stream.next().await.json();
     assert_eq!(first["id"], "r1");
     assert_eq!(first["result"]["task"]["id"], id.as_str(), "{first}");
@@ -422,12 +482,19 @@ async fn a_subscribed_stream_follows_a_task_from_claim_to_failure() {
     let failed = stream.next().await.json();
     let status = &failed["result"]["statusUpdate"]["status"];
     assert_eq!(status["state"], "TASK_STATE_FAILED", "{failed}");
-    assert_eq!(status["message"]["parts"][0]["text"], "linker crashed", "{failed}");
+    assert_eq!(
+        status["message"]["parts"][0]["text"], "linker crashed",
+        "{failed}"
+    );
     let (code, _) = error_code(
-        a2a_post(&srv, Some(&token), rpc("SubscribeToTask", json!({"id": id})))
-            .send()
-            .await
-            .expect("reply"),
+        a2a_post(
+            &srv,
+            Some(&token),
+            rpc("SubscribeToTask", json!({"id": id})),
+        )
+        .send()
+        .await
+        .expect("reply"),
     )
     .await;
     assert_eq!(code, -32004, "a terminal task cannot be subscribed to");

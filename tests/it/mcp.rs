@@ -357,8 +357,11 @@ async fn an_mcp_client_reads_its_messages_from_the_inbox_once() {
         "ok",
     )
     .await;
-    peer.ok(json!({"type": "broadcast", "text": "deploy at noon", "topic": "ops"}), "ok")
-        .await;
+    peer.ok(
+        json!({"type": "broadcast", "text": "deploy at noon", "topic": "ops"}),
+        "ok",
+    )
+    .await;
     let url = format!("{}/mcp", srv.http_url());
     let out = script_output(
         run_script(&["inbox", &url, &token, "2026-07-28"]),
@@ -366,7 +369,9 @@ async fn an_mcp_client_reads_its_messages_from_the_inbox_once() {
     )
     .await;
     assert_eq!(out["first"]["is_error"], false, "{out}");
-    let messages = out["first"]["body"]["messages"].as_array().expect("messages");
+    let messages = out["first"]["body"]["messages"]
+        .as_array()
+        .expect("messages");
     assert_eq!(messages.len(), 2, "{out}");
     assert_eq!(messages[0]["kind"], "message");
     assert_eq!(messages[0]["from"], "peer");
@@ -374,7 +379,11 @@ async fn an_mcp_client_reads_its_messages_from_the_inbox_once() {
     assert_eq!(messages[1]["kind"], "broadcast");
     assert_eq!(messages[1]["topic"], "ops");
     assert_eq!(out["first"]["body"]["next"], messages[1]["seq"], "{out}");
-    assert_eq!(out["second"]["body"]["messages"], json!([]), "read once: {out}");
+    assert_eq!(
+        out["second"]["body"]["messages"],
+        json!([]),
+        "read once: {out}"
+    );
 }
 
 /// Sends one JSON-RPC request to `/mcp` as a legacy client and returns status and body.
@@ -385,7 +394,10 @@ async fn mcp_call(srv: &TestServer, token: &str, body: Value) -> (u16, Value) {
         .expect("reply");
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test]
@@ -431,7 +443,10 @@ async fn an_unsupported_mcp_protocol_version_is_answered_as_the_spec_says() {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("1999-01-01") || text.to_lowercase().contains("version"), "{text}");
+    assert!(
+        text.contains("1999-01-01") || text.to_lowercase().contains("version"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -443,15 +458,29 @@ async fn bad_mcp_requests_get_json_rpc_error_objects_and_nothing_runs() {
                "params": {"name": name, "arguments": args}})
     };
     // an unknown method
-    let (_, v) = mcp_call(&srv, &token, json!({"jsonrpc": "2.0", "id": 4, "method": "tools/nope"})).await;
+    let (_, v) = mcp_call(
+        &srv,
+        &token,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/nope"}),
+    )
+    .await;
     assert_eq!(v["error"]["code"], -32601, "{v}");
     // JSON that is not a JSON-RPC request
     let (status, v) = mcp_call(&srv, &token, json!({"hello": "world"})).await;
-    assert!((400..500).contains(&status) || v["error"].is_object(), "{status} {v}");
+    assert!(
+        (400..500).contains(&status) || v["error"].is_object(),
+        "{status} {v}"
+    );
     // an unknown tool
     let (_, v) = mcp_call(&srv, &token, call("no_such_tool", json!({}))).await;
     assert_eq!(v["error"]["code"], -32602, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap_or("").contains("unknown tool"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown tool"),
+        "{v}"
+    );
     // arguments that break the schema: a tool error saying what was wrong
     let (_, v) = mcp_call(
         &srv,

@@ -221,7 +221,10 @@ pub fn task_number(id: &str) -> Result<i64, A2aError> {
 /// The `task.create` fields a message becomes: title (its first line),
 /// body (the whole text), requires (metadata `skill` or `requires`),
 /// priority, and the tags that keep its `contextId`.
-pub fn task_fields(p: &SendMessageParams, context_id: &str) -> Result<Map<String, Value>, A2aError> {
+pub fn task_fields(
+    p: &SendMessageParams,
+    context_id: &str,
+) -> Result<Map<String, Value>, A2aError> {
     if p.message.task_id.as_deref().is_some_and(|t| !t.is_empty()) {
         return Err(A2aError::UnsupportedOperation(
             "a message to an existing task is not supported: every message is a new task; \
@@ -256,7 +259,11 @@ pub fn task_fields(p: &SendMessageParams, context_id: &str) -> Result<Map<String
     } else {
         first.to_string()
     };
-    let body = if text.trim() == first { String::new() } else { text.clone() };
+    let body = if text.trim() == first {
+        String::new()
+    } else {
+        text.clone()
+    };
     let meta = |key: &str| {
         p.message
             .metadata
@@ -337,10 +344,7 @@ fn status_text(t: &Task) -> Option<String> {
         TaskState::Claimed => Some(match (&t.progress, t.percent) {
             (Some(note), Some(p)) => format!("{note} ({p}%)"),
             (Some(note), None) => note.clone(),
-            (None, _) => format!(
-                "claimed by {}",
-                t.assignee.as_deref().unwrap_or("an agent")
-            ),
+            (None, _) => format!("claimed by {}", t.assignee.as_deref().unwrap_or("an agent")),
         }),
         TaskState::Open if t.attempts > 0 => {
             Some("back in the queue, waiting for an agent to claim it".into())
