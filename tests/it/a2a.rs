@@ -499,3 +499,74 @@ async fn a_subscribed_stream_follows_a_task_from_claim_to_failure() {
     .await;
     assert_eq!(code, -32004, "a terminal task cannot be subscribed to");
 }
+
+#[tokio::test]
+async fn a_blocking_send_message_answers_with_the_completed_task_and_its_data_artifact() {
+    let srv = TestServer::spawn().await;
+    let token = srv.add_agent("o", Role::Agent, &[]).await;
+    let mut worker = srv.agent("worker", &[]).await;
+    let send = a2a_post(
+        &srv,
+        Some(&token),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m1", "role": "ROLE_USER",
+                   "parts": [{"text": "Count the open issues"}]}}),
+        ),
+    )
+    .send();
+    let answer = tokio::spawn(send);
+    let created = worker.event("task.created").await;
+    let task_id = created["data"]["task"]["id"].as_i64().expect("task id");
+    worker
+        .ok(json!({"type": "task.claim", "task_id": task_id}), "task")
+        .await;
+    worker
+        .ok(
+            json!({"type": "task.complete", "task_id": task_id, "result": {"open": 12}}),
+            "task",
+        )
+        .await;
+    let r = answer.await.expect("joined").expect("reply");
+    let v: Value = r.json().await.expect("json");
+    let task = &v["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    assert_eq!(
+        task["artifacts"][0]["parts"][0]["data"],
+        json!({"open": 12}),
+        "{v}"
+    );
+    assert_eq!(task["metadata"]["swarmbridge"]["assignee"], "worker", "{v}");
+}
+
+#[tokio::test]
+async fn cancelling_another_callers_task_is_refused_with_the_swarms_reason() {
+    let srv = TestServer::spawn().await;
+    let owner = srv.add_agent("owner", Role::Agent, &[]).await;
+    let other = srv.add_agent("other", Role::Agent, &[]).await;
+    let r = a2a_post(&srv, Some(&owner), rpc("SendMessage", send_params("Mine")))
+        .send()
+        .await
+        .expect("reply");
+    let v: Value = r.json().await.expect("json");
+    let id = v["result"]["task"]["id"].as_str().expect("id").to_string();
+    let r = a2a_post(&srv, Some(&other), rpc("CancelTask", json!({"id": id})))
+        .send()
+        .await
+        .expect("reply");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    assert_eq!(
+        v["error"]["data"][0]["metadata"]["code"], "forbidden",
+        "{v}"
+    );
+    let r = a2a_post(&srv, Some(&owner), rpc("GetTask", json!({"id": id})))
+        .send()
+        .await
+        .expect("reply");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        v["result"]["status"]["state"], "TASK_STATE_SUBMITTED",
+        "{v}"
+    );
+}
