@@ -56,7 +56,7 @@ fn link_word(state: u8) -> &'static str {
 /// One platform's line in [`FrontDoorStats::snapshot`].
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PlatformCommands {
-    /// `ws`, `discord`, `twitch`, `http` or `cli`.
+    /// `ws`, `discord`, `twitch`, `http`, `cli`, `mcp` or `a2a`.
     pub platform: &'static str,
     /// Commands that succeeded.
     pub served: u64,

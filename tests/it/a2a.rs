@@ -569,4 +569,13 @@ async fn cancelling_another_callers_task_is_refused_with_the_swarms_reason() {
         v["result"]["status"]["state"], "TASK_STATE_SUBMITTED",
         "{v}"
     );
+    // every A2A call went through the dispatcher, counted on its own front door
+    let (_, status) = http_api::get(&srv.http_url(), "/api/status", Some(&owner)).await;
+    let a2a = status["commands"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["platform"] == "a2a"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no a2a line: {status}"));
+    assert_eq!(a2a["served"], 2, "{status}");
+    assert_eq!(a2a["refused"], 1, "{status}");
 }
