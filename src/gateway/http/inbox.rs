@@ -14,8 +14,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 /// `POST /api/inbox` body (every field optional; no body reads on from the last ack).
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)] // documents the body; the handler reads it as JSON fields
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct InboxBody {
     /// Read what came after this event `seq` (default: after your last acknowledgement).
     pub seq: Option<i64>,
@@ -24,7 +23,7 @@ pub struct InboxBody {
 }
 
 /// `{"messages": [...], "next": 42, "more": false}`
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InboxReply {
     /// Direct messages and broadcasts, oldest first.
     pub messages: Vec<InboxMessage>,
