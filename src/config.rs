@@ -453,12 +453,10 @@ impl Config {
                 ),
             );
         }
-        self.alerts
-            .validate()
-            .map_err(|b| ConfigError::Invalid {
-                key: b.key,
-                problem: b.problem,
-            })?;
+        self.alerts.validate().map_err(|b| ConfigError::Invalid {
+            key: b.key,
+            problem: b.problem,
+        })?;
         self.twitch.validate()?;
         if let Some(key) = self
             .discord

@@ -255,11 +255,15 @@ fn insight_gauges(core: &Core) {
         return;
     };
     let ratio = |r: Option<f64>| r.unwrap_or(f64::NAN);
-    gauge!("swarmbridge_swarm_success_ratio", "window" => "hour").set(ratio(i.swarm.hour.success_rate));
-    gauge!("swarmbridge_swarm_success_ratio", "window" => "day").set(ratio(i.swarm.day.success_rate));
+    gauge!("swarmbridge_swarm_success_ratio", "window" => "hour")
+        .set(ratio(i.swarm.hour.success_rate));
+    gauge!("swarmbridge_swarm_success_ratio", "window" => "day")
+        .set(ratio(i.swarm.day.success_rate));
     let secs = |ms: Option<i64>| ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0);
-    gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => "all", "window" => "hour").set(secs(i.wait_hour.p95_ms));
-    gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => "all", "window" => "day").set(secs(i.wait_day.p95_ms));
+    gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => "all", "window" => "hour")
+        .set(secs(i.wait_hour.p95_ms));
+    gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => "all", "window" => "day")
+        .set(secs(i.wait_day.p95_ms));
     let mut queues = std::collections::BTreeSet::new();
     for q in i.queues.iter().take(MAX_INSIGHT_SERIES) {
         let name = q.queue.clone();

@@ -273,7 +273,11 @@ fn spawn_alerts(
     if !cfg.alerts.enabled {
         return;
     }
-    let (core, alerts_cfg, dispatch) = (dispatch.core().clone(), cfg.alerts.clone(), dispatch.clone());
+    let (core, alerts_cfg, dispatch) = (
+        dispatch.core().clone(),
+        cfg.alerts.clone(),
+        dispatch.clone(),
+    );
     let url = cfg.database.url.clone();
     tasks.spawn(crate::store::while_platform_owner(
         url,
@@ -288,9 +292,12 @@ fn spawn_alerts(
                 let stats = dispatch.stats();
                 let mut seen = seen_down.lock().unwrap_or_else(|p| p.into_inner());
                 let mut platforms_down = Vec::new();
-                for (i, (name, link)) in [("discord", stats.discord_link()), ("twitch", stats.twitch_link())]
-                    .into_iter()
-                    .enumerate()
+                for (i, (name, link)) in [
+                    ("discord", stats.discord_link()),
+                    ("twitch", stats.twitch_link()),
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     let down = link == "down";
                     if down && seen[i] {

@@ -257,11 +257,13 @@ pub fn findings(insights: &Insights, probes: &Probes, cfg: &AlertsConfig) -> Vec
         out.push(Finding {
             rule: "breaker_open",
             subject: "reasoning".into(),
-            message: "the reasoning backend's circuit breaker is open; reasoning answers unavailable"
-                .into(),
+            message:
+                "the reasoning backend's circuit breaker is open; reasoning answers unavailable"
+                    .into(),
         });
     }
-    let full = |used: usize, room: usize| room > 0 && used as f64 >= cfg.queue_full_ratio * room as f64;
+    let full =
+        |used: usize, room: usize| room > 0 && used as f64 >= cfg.queue_full_ratio * room as f64;
     let (used, room) = probes.event_backlog;
     if full(used, room) {
         out.push(Finding {
@@ -479,7 +481,10 @@ mod tests {
             event_backlog: (10, 4096),
             send_queues: vec![("slow".into(), 900, 1000)],
         };
-        let keys: Vec<String> = findings(&ins, &probes, &cfg).iter().map(Finding::key).collect();
+        let keys: Vec<String> = findings(&ins, &probes, &cfg)
+            .iter()
+            .map(Finding::key)
+            .collect();
         assert_eq!(
             keys,
             [
@@ -490,7 +495,15 @@ mod tests {
                 "platform_down:twitch"
             ]
         );
-        let quiet = findings(&ins, &Probes::default(), &AlertsConfig { unserved_after_s: 800, agent_min_runs: 5, ..cfg });
+        let quiet = findings(
+            &ins,
+            &Probes::default(),
+            &AlertsConfig {
+                unserved_after_s: 800,
+                agent_min_runs: 5,
+                ..cfg
+            },
+        );
         assert!(quiet.is_empty(), "{quiet:?}");
     }
 }

@@ -247,7 +247,12 @@ fn queue_requires(queue: &str) -> Vec<String> {
     }
 }
 
-fn compare(now: Option<f64>, base: Option<f64>, up: &'static str, down: &'static str) -> &'static str {
+fn compare(
+    now: Option<f64>,
+    base: Option<f64>,
+    up: &'static str,
+    down: &'static str,
+) -> &'static str {
     match (now, base) {
         (Some(n), Some(b)) if b > 0.0 || n > 0.0 => {
             let scale = b.abs().max(1e-9);
@@ -268,7 +273,12 @@ fn compare(now: Option<f64>, base: Option<f64>, up: &'static str, down: &'static
 /// Computes the insights at `now` from `runs` (the claims of the last day
 /// and every earlier claim of the same tasks, any order) and the open
 /// backlog. Pure: every backend's rows give the same figures.
-pub fn compute(runs: &[RunRow], backlog: &[BacklogRow], presence: &Presence, now: Millis) -> Insights {
+pub fn compute(
+    runs: &[RunRow],
+    backlog: &[BacklogRow],
+    presence: &Presence,
+    now: Millis,
+) -> Insights {
     let hour_start = now - HOUR_MS;
     let day_start = now - DAY_MS;
     // claims of each task in order, for retries and reopen times
@@ -314,7 +324,12 @@ pub fn compute(runs: &[RunRow], backlog: &[BacklogRow], presence: &Presence, now
             let cap_names: Vec<String> = if run.requires.is_empty() {
                 vec![ANY_QUEUE.to_string()]
             } else {
-                run.requires.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+                run.requires
+                    .iter()
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
             };
             for c in cap_names {
                 add(caps.entry(c).or_default());
@@ -417,7 +432,11 @@ impl Insights {
     /// slowest queue and the least reliable agent.
     pub fn summary_line(&self) -> String {
         let pct = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{:.0}%", r * 100.0));
-        let secs = |ms: Option<i64>| ms.map_or("n/a".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let secs = |ms: Option<i64>| {
+            ms.map_or("n/a".to_string(), |ms| {
+                format!("{:.1}s", ms as f64 / 1000.0)
+            })
+        };
         let mut parts = vec![format!(
             "last hour: {} done, success {}, wait p95 {} (trend {})",
             self.swarm.hour.completions,
@@ -544,7 +563,15 @@ impl Core {
 mod tests {
     use super::*;
 
-    fn run(id: i64, task: i64, agent: &str, req: &[&str], created: Millis, claimed: Millis, end: Option<(Millis, &str)>) -> RunRow {
+    fn run(
+        id: i64,
+        task: i64,
+        agent: &str,
+        req: &[&str],
+        created: Millis,
+        claimed: Millis,
+        end: Option<(Millis, &str)>,
+    ) -> RunRow {
         RunRow {
             id,
             task_id: task,
@@ -571,15 +598,51 @@ mod tests {
         let t0 = NOW - 30 * 60_000;
         let runs = vec![
             // task 1: a expires after waiting 10 s, b completes 5 s after the reopen
-            run(1, 1, "a", &["rust"], t0, t0 + 10_000, Some((t0 + 70_000, "expired"))),
-            run(2, 1, "b", &["rust"], t0, t0 + 75_000, Some((t0 + 95_000, "done"))),
+            run(
+                1,
+                1,
+                "a",
+                &["rust"],
+                t0,
+                t0 + 10_000,
+                Some((t0 + 70_000, "expired")),
+            ),
+            run(
+                2,
+                1,
+                "b",
+                &["rust"],
+                t0,
+                t0 + 75_000,
+                Some((t0 + 95_000, "done")),
+            ),
             // task 2: b completes
-            run(3, 2, "b", &["rust"], t0, t0 + 1_000, Some((t0 + 3_000, "done"))),
+            run(
+                3,
+                2,
+                "b",
+                &["rust"],
+                t0,
+                t0 + 1_000,
+                Some((t0 + 3_000, "done")),
+            ),
             // yesterday's claim: in the day only
-            run(4, 3, "a", &[], NOW - 5 * HOUR_MS, NOW - 5 * HOUR_MS, Some((NOW - 4 * HOUR_MS, "failed"))),
+            run(
+                4,
+                3,
+                "a",
+                &[],
+                NOW - 5 * HOUR_MS,
+                NOW - 5 * HOUR_MS,
+                Some((NOW - 4 * HOUR_MS, "failed")),
+            ),
         ];
         let online = vec![("b".to_string(), vec!["rust".to_string()])];
-        let backlog = vec![BacklogRow { requires: vec!["go".into()], open: 2, oldest_created_at: NOW - 120_000 }];
+        let backlog = vec![BacklogRow {
+            requires: vec!["go".into()],
+            open: 2,
+            oldest_created_at: NOW - 120_000,
+        }];
         let i = compute(&runs, &backlog, &Presence { online: &online }, NOW);
         assert_eq!(i.agents[0].agent, "a", "least reliable first");
         assert_eq!(i.agents[0].windows.day.success_rate, Some(0.0));
@@ -596,13 +659,24 @@ mod tests {
         assert_eq!(rust.wait_hour.p95_ms, Some(10_000));
         assert_eq!(rust.capable_online, 1);
         let go = &i.queues[0];
-        assert_eq!((go.queue.as_str(), go.backlog, go.oldest_open_age_s), ("go", 2, Some(120)));
+        assert_eq!(
+            (go.queue.as_str(), go.backlog, go.oldest_open_age_s),
+            ("go", 2, Some(120))
+        );
         assert_eq!(go.capable_online, 0);
         assert_eq!(i.swarm.day.claims, 4);
         assert_eq!(i.swarm.hour.claims, 3);
-        let any = i.capabilities.iter().find(|c| c.capability == "any").unwrap();
+        let any = i
+            .capabilities
+            .iter()
+            .find(|c| c.capability == "any")
+            .unwrap();
         assert_eq!(any.windows.day.failures, 1);
-        assert!(i.summary_line().contains("slowest queue go"), "{}", i.summary_line());
+        assert!(
+            i.summary_line().contains("slowest queue go"),
+            "{}",
+            i.summary_line()
+        );
     }
 
     #[test]

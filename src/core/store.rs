@@ -28,9 +28,9 @@
 //! that returns. Each request's answer is sent after the publish, so a
 //! caller who sees `ok` can rely on its event being on the bus.
 
+use super::alerts::{Alert, AlertEvents, Finding};
 use super::error::CoreError;
 use super::events::{CommittedEvent, EventKind, EventSink, NewEvent};
-use super::alerts::{Alert, AlertEvents, Finding};
 use super::insights::{BacklogRow, RunRow};
 use super::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
 use super::polls::{Ballot, NewPoll, Poll};

@@ -124,7 +124,8 @@ async fn insights_for_one_agent_show_only_it_and_an_unknown_agent_is_not_found()
 }
 
 #[tokio::test]
-async fn a_queue_nobody_serves_raises_an_unserved_alert_that_clears_once_a_capable_agent_is_online() {
+async fn a_queue_nobody_serves_raises_an_unserved_alert_that_clears_once_a_capable_agent_is_online()
+{
     on_every_backend(fast_alerts, |srv| async move {
         let mut op = srv.operator("op").await;
         op.create_task(json!({"title": "port the ledger", "requires": ["cobol"]}))
@@ -135,7 +136,10 @@ async fn a_queue_nobody_serves_raises_an_unserved_alert_that_clears_once_a_capab
         assert_eq!(alert["subject"], "cobol");
         assert_eq!(alert["repeats"], 0);
         assert!(
-            alert["message"].as_str().unwrap().contains("no capable agent online"),
+            alert["message"]
+                .as_str()
+                .unwrap()
+                .contains("no capable agent online"),
             "{alert}"
         );
         let listed = op.ok(json!({"type": "alerts"}), "alerts").await;
@@ -196,10 +200,8 @@ async fn an_alert_holding_is_raised_again_at_most_every_repeat_interval() {
         assert_eq!(again["data"]["alert"]["repeats"], 1);
         assert_eq!(again["data"]["alert"]["id"], first["data"]["alert"]["id"]);
         let at = |v: &Value| {
-            swarmbridge::clock::parse_rfc3339(
-                v["data"]["alert"]["notified_at"].as_str().unwrap(),
-            )
-            .unwrap()
+            swarmbridge::clock::parse_rfc3339(v["data"]["alert"]["notified_at"].as_str().unwrap())
+                .unwrap()
         };
         assert!(at(&again) - at(&first) >= 1000, "{first} {again}");
     })
@@ -348,8 +350,10 @@ async fn recommend_asks_the_strategic_mode_with_figures_and_never_a_message_body
         "ok",
     )
     .await;
-    op.create_task(json!({"title": "secret plan", "body": "private body text", "requires": ["cobol"]}))
-        .await;
+    op.create_task(
+        json!({"title": "secret plan", "body": "private body text", "requires": ["cobol"]}),
+    )
+    .await;
     alert_event(&mut op, "alert.raised", "unserved:cobol").await;
     let r = op
         .ok(
@@ -362,10 +366,16 @@ async fn recommend_asks_the_strategic_mode_with_figures_and_never_a_message_body
     assert!(r["confidence"].is_f64(), "{r}");
     let seen = fake.requests();
     let body = seen.last().expect("the backend was asked").body.to_string();
-    assert!(body.contains("cobol") && body.contains("unserved"), "{body}");
+    assert!(
+        body.contains("cobol") && body.contains("unserved"),
+        "{body}"
+    );
     assert!(body.contains("what should we hire?"), "{body}");
     for private in ["7351", "vault", "private body text", "secret plan"] {
-        assert!(!body.contains(private), "the prompt holds {private:?}: {body}");
+        assert!(
+            !body.contains(private),
+            "the prompt holds {private:?}: {body}"
+        );
     }
     // and over HTTP
     let token = srv.add_agent("op2", Role::Operator, &[]).await;

@@ -240,5 +240,9 @@ async fn an_alert_is_raised_once_repeated_after_its_interval_and_cleared_once() 
         .unwrap()
         .is_none());
     assert!(store.active_alerts().await.unwrap().is_empty());
-    assert_eq!(sink.seqs().len(), 3, "raise, repeat and clear each commit one event");
+    assert_eq!(
+        sink.seqs().len(),
+        3,
+        "raise, repeat and clear each commit one event"
+    );
 }

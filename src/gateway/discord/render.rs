@@ -337,7 +337,11 @@ pub fn announced(kind: EventKind) -> bool {
 /// and the least reliable agents.
 fn insights_embed(i: &crate::core::insights::Insights) -> CreateEmbed {
     let pct = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{:.0}%", r * 100.0));
-    let secs = |ms: Option<i64>| ms.map_or("n/a".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+    let secs = |ms: Option<i64>| {
+        ms.map_or("n/a".to_string(), |ms| {
+            format!("{:.1} s", ms as f64 / 1000.0)
+        })
+    };
     let queues = i
         .queues
         .iter()
@@ -381,7 +385,11 @@ fn insights_embed(i: &crate::core::insights::Insights) -> CreateEmbed {
             i.trend.wait
         ))
         .field("Slowest queues", listing(queues, "No queues."), false)
-        .field("Least reliable agents", listing(agents, "No claims yet."), false)
+        .field(
+            "Least reliable agents",
+            listing(agents, "No claims yet."),
+            false,
+        )
 }
 
 fn event_line(ev: &CommittedEvent) -> Option<String> {
@@ -390,9 +398,17 @@ fn event_line(ev: &CommittedEvent) -> Option<String> {
     if matches!(ev.kind, EventKind::AlertRaised | EventKind::AlertCleared) {
         let a = &data["alert"];
         return Some(if ev.kind == EventKind::AlertRaised {
-            format!("🚨 **alert** {}: {}", s(&a["rule"]), clip(&s(&a["message"]), 300))
+            format!(
+                "🚨 **alert** {}: {}",
+                s(&a["rule"]),
+                clip(&s(&a["message"]), 300)
+            )
         } else {
-            format!("✅ **alert cleared** {}: {}", s(&a["rule"]), clip(&s(&a["message"]), 300))
+            format!(
+                "✅ **alert cleared** {}: {}",
+                s(&a["rule"]),
+                clip(&s(&a["message"]), 300)
+            )
         });
     }
     if ev.kind == EventKind::Broadcast {

@@ -406,7 +406,8 @@ impl Store for PgStore {
         events_for: AlertEvents,
     ) -> Result<Option<Alert>, StoreError> {
         self.raise_alert(finding, repeat_after_ms, events_for)
-            .await.map_err(classify)
+            .await
+            .map_err(classify)
     }
 
     async fn clear_alert(

@@ -364,8 +364,7 @@ impl Store for SqliteStore {
         repeat_after_ms: i64,
         events_for: AlertEvents,
     ) -> Result<Option<Alert>, StoreError> {
-        self.raise_alert(finding, repeat_after_ms, events_for)
-            .await
+        self.raise_alert(finding, repeat_after_ms, events_for).await
     }
 
     async fn clear_alert(
