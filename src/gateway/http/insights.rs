@@ -2,10 +2,9 @@
 //! `insights`, `alerts` and `recommend` commands over HTTP
 //! (docs/insights.md).
 
-use super::caller::{body_fields, fields, respond, ApiCaller, ApiError};
+use super::caller::{body_fields, fields, query_params, respond, ApiCaller, ApiError};
 use super::openapi::ErrorBody;
 use crate::core::alerts::Alert;
-use crate::core::error::CoreError;
 use crate::core::insights::Insights;
 use crate::gateway::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -59,12 +58,7 @@ pub async fn insights(
     caller: ApiCaller,
     params: Result<Query<InsightsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(p) = params.map_err(|rej| {
-        ApiError(CoreError::BadRequest(format!(
-            "bad query string: {}",
-            rej.body_text()
-        )))
-    })?;
+    let p = query_params(params)?;
     let f = fields([("agent", json!(p.agent))]);
     Ok(respond(&caller.run(&app, "insights", f).await?))
 }

@@ -6,11 +6,9 @@ use crate::clock::Millis;
 use crate::core::alerts::{Alert, AlertEvents, Finding};
 use crate::core::insights::{BacklogRow, RunRow};
 use crate::core::store::StoreError;
+use crate::store::sqlite::ALERT_COLS;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
-
-const ALERT_COLS: &str =
-    "id, key, rule, subject, message, raised_at, notified_at, repeats, cleared_at";
 
 fn alert_from_row(r: &PgRow) -> Result<Alert, StoreError> {
     Ok(Alert {

@@ -9,7 +9,8 @@ use crate::core::store::StoreError;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-const ALERT_COLS: &str =
+/// The `alerts` columns every alert query reads (both backends).
+pub const ALERT_COLS: &str =
     "id, key, rule, subject, message, raised_at, notified_at, repeats, cleared_at";
 
 fn alert_from_row(r: &SqliteRow) -> Result<Alert, StoreError> {

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use writer::WriterHandle;
 
+pub use insights::ALERT_COLS;
 pub use stats::MAX_DURATIONS;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
