@@ -604,3 +604,48 @@ async fn a_release_button_pressed_over_the_gateway_updates_the_task_message() {
         .to_string()
         .contains(&format!("task:claim:{id}")));
 }
+
+#[tokio::test]
+async fn bottleneck_alerts_are_announced_and_slash_insights_shows_the_slowest_queue() {
+    let fake = FakeDiscord::spawn().await;
+    let srv = gateway_server(&fake, |cfg| {
+        cfg.alerts.interval_ms = 100;
+        cfg.alerts.unserved_after_s = 1;
+    })
+    .await;
+    let mut op = srv.operator("boss").await;
+    op.create_task(json!({"title": "port the ledger", "requires": ["cobol"]}))
+        .await;
+    let announced = fake
+        .wait_for(|r| {
+            r.method == "POST"
+                && r.path == format!("/channels/{ANNOUNCE_CHANNEL_ID}/messages")
+                && r.body.to_string().contains("unserved")
+        })
+        .await;
+    assert!(
+        announced
+            .body
+            .to_string()
+            .contains("no capable agent online"),
+        "{}",
+        announced.body
+    );
+
+    fake.interaction(command_interaction(
+        41,
+        "tok-41",
+        "insights",
+        json!([]),
+        viewer(),
+    ));
+    let cb = fake
+        .wait_for(|r| r.path == "/interactions/41/tok-41/callback")
+        .await;
+    assert_eq!(cb.body["type"], 4, "{}", cb.body);
+    let shown = cb.body["data"].to_string();
+    assert!(
+        shown.contains("Slowest queues") && shown.contains("cobol"),
+        "{shown}"
+    );
+}
