@@ -262,16 +262,32 @@ async fn an_open_reasoning_breaker_raises_breaker_open() {
     assert_eq!(raised["data"]["alert"]["rule"], "breaker_open");
 }
 
-#[tokio::test]
-async fn alert_thresholds_out_of_range_are_a_config_error_naming_the_field() {
-    let mut cfg = Config::load(None).expect("default config");
-    cfg.alerts.agent_failure_rate = 1.5;
-    let e = cfg.validate().unwrap_err().to_string();
-    assert!(e.contains("alerts.agent_failure_rate"), "{e}");
-    let mut cfg = Config::load(None).expect("default config");
-    cfg.alerts.queue_full_ratio = 0.0;
-    let e = cfg.validate().unwrap_err().to_string();
-    assert!(e.contains("alerts.queue_full_ratio"), "{e}");
+#[test]
+fn an_alert_threshold_out_of_range_stops_config_check_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |key: &str, value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_swarmbridge"))
+            .args(["config", "check"])
+            .env("SWARMBRIDGE_DATABASE_URL", dir.path().join("x.db"))
+            .env(key, value)
+            .output()
+            .expect("the binary runs")
+    };
+    let out = check("SWARMBRIDGE_ALERTS__AGENT_FAILURE_RATE", "1.5");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alerts.agent_failure_rate"), "{err}");
+    let out = check("SWARMBRIDGE_ALERTS__INTERVAL_MS", "5");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alerts.interval_ms"), "{err}");
+    let out = check("SWARMBRIDGE_ALERTS__REPEAT_S", "60");
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("alerts:     on, every 5000 ms, repeated every 60 s"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
