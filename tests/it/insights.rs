@@ -438,3 +438,34 @@ async fn twitch_insights_is_a_one_line_summary() {
     assert!(!reply.text.contains('\n'));
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_platform_connection_down_raises_platform_down_until_it_is_back() {
+    let _one = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let mut srv = crate::twitch::twitch_server(&fake, |c| {
+        fast_alerts(c);
+        c.twitch.announce.enabled = false;
+        c.twitch.reconnect.base_ms = 100;
+        c.twitch.reconnect.max_ms = 300;
+        c.twitch.reconnect.min_interval_ms = 0;
+    })
+    .await;
+    let mut op = srv.operator("op").await;
+    fake.wait_joined(crate::twitch::CH).await;
+
+    fake.set_refuse(true);
+    fake.reconnect();
+    let raised = alert_event(&mut op, "alert.raised", "platform_down:twitch").await;
+    assert_eq!(
+        raised["data"]["alert"]["message"],
+        "the twitch connection is down"
+    );
+    fake.set_refuse(false);
+    let cleared = alert_event(&mut op, "alert.cleared", "platform_down:twitch").await;
+    assert_eq!(
+        cleared["data"]["alert"]["id"],
+        raised["data"]["alert"]["id"]
+    );
+    srv.stop().await;
+}
