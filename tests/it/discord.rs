@@ -649,3 +649,36 @@ async fn bottleneck_alerts_are_announced_and_slash_insights_shows_the_slowest_qu
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn slash_recommend_is_deferred_then_edited_with_the_strategic_advice() {
+    let openai = FakeOpenAi::spawn(Reply::text("Hire a cobol agent.")).await;
+    let fake = FakeDiscord::spawn().await;
+    let base = openai.base_url();
+    let srv = http_server(&fake, move |cfg| {
+        cfg.reasoning.base_url = Some(base);
+    })
+    .await;
+    let ask = command_interaction(
+        9,
+        "tok-9",
+        "recommend",
+        json!([{ "name": "question", "type": 3, "value": "who should we add?" }]),
+        operator(),
+    );
+    let (status, v) = post_signed(&srv, &ask).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["type"], 5, "deferred: {v}");
+    let edit = fake
+        .wait_for(|r| {
+            r.method == "PATCH"
+                && r.path == format!("/webhooks/{APP_ID}/tok-9/messages/@original")
+                && r.body.to_string().contains("Hire a cobol agent.")
+        })
+        .await;
+    assert!(edit.body.to_string().contains("strategic"), "{}", edit.body);
+    // a viewer may not ask
+    let refused = command_interaction(10, "tok-10", "recommend", json!([]), viewer());
+    let (_, v) = post_signed(&srv, &refused).await;
+    assert!(v.to_string().contains("operator"), "{v}");
+}
