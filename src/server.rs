@@ -279,6 +279,9 @@ fn spawn_alerts(
         dispatch.clone(),
     );
     let url = cfg.database.url.clone();
+    // on a shared database another instance may hold the platform
+    // connections, so this one cannot tell whether they are down
+    let judge_platforms = !crate::store::is_shared(&url);
     tasks.spawn(crate::store::while_platform_owner(
         url,
         "alerts",
@@ -299,7 +302,7 @@ fn spawn_alerts(
                 .into_iter()
                 .enumerate()
                 {
-                    let down = link == "down";
+                    let down = judge_platforms && link == "down";
                     if down && seen[i] {
                         platforms_down.push(name);
                     }

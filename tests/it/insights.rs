@@ -469,3 +469,30 @@ async fn a_platform_connection_down_raises_platform_down_until_it_is_back() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn with_two_instances_on_postgresql_an_alert_is_raised_once_and_listed_by_both() {
+    if pg_or_skip("with_two_instances_on_postgresql_an_alert_is_raised_once").is_none() {
+        return;
+    }
+    let first = TestServer::spawn_on(Backend::Postgres, fast_alerts).await;
+    let second = TestServer::spawn_peer(&first, |_| {}).await;
+    let token = first.add_agent("op", Role::Operator, &[]).await;
+    let mut op = Client::hello(&second.ws_url(), &token, json!({})).await;
+    op.create_task(json!({"title": "orphan", "requires": ["smalltalk"]}))
+        .await;
+    let raised = alert_event(&mut op, "alert.raised", "unserved:smalltalk").await;
+    assert_eq!(raised["data"]["alert"]["repeats"], 0);
+    for srv in [&first, &second] {
+        let (status, body) = http_api::get(&srv.http_url(), "/api/alerts", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        let keys: Vec<&Value> = body["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["key"] == "unserved:smalltalk")
+            .collect();
+        assert_eq!(keys.len(), 1, "one active alert per key: {body}");
+        assert_eq!(keys[0]["id"], raised["data"]["alert"]["id"]);
+    }
+}
