@@ -3,8 +3,10 @@
 //! [`Core::execute`], its wire form in `dispatch::parse` and its entry in
 //! `commands/*.toml`; front doors only render the new [`Reply`] if it has one.
 
+use super::alerts::Alert;
 use super::error::CoreError;
 use super::messages::Inbox;
+use super::insights::Insights;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::polls::{NewPoll, Poll};
 use super::search::{SearchRequest, SearchResults};
@@ -150,6 +152,19 @@ pub enum Command {
         /// The command asked about; None: all the caller may run.
         command: Option<String>,
     },
+    /// Performance analysis of agents, capabilities and queues.
+    Insights {
+        /// Only this agent's record (`not_found` for an unknown agent).
+        agent: Option<String>,
+    },
+    /// The active bottleneck alerts.
+    Alerts,
+    /// Advice from the reasoning engine (strategic mode) on the insights
+    /// and active alerts.
+    Recommend {
+        /// What the operator wants advice on, if anything in particular.
+        question: Option<String>,
+    },
 }
 
 /// The protocol name of every command variant, in declaration order: what
@@ -178,6 +193,9 @@ pub const COMMAND_NAMES: &[&str] = &[
     "search",
     "reason",
     "help",
+    "insights",
+    "alerts",
+    "recommend",
 ];
 
 impl Command {
@@ -207,6 +225,9 @@ impl Command {
             Command::Search(_) => "search",
             Command::Reason { .. } => "reason",
             Command::Help { .. } => "help",
+            Command::Insights { .. } => "insights",
+            Command::Alerts => "alerts",
+            Command::Recommend { .. } => "recommend",
         }
     }
 
@@ -257,6 +278,10 @@ pub enum Reply {
         /// The command asked about, if any.
         command: Option<String>,
     },
+    /// `insights`: the performance analysis.
+    Insights(Box<Insights>),
+    /// `alerts`: the active alerts, oldest first.
+    Alerts(Vec<Alert>),
 }
 
 impl Core {
@@ -349,6 +374,13 @@ impl Core {
                 Ok(Reply::Reason(self.reason(&prompt, mode, deltas).await?))
             }
             Command::Help { command } => Ok(Reply::Help { command }),
+            Command::Insights { agent } => Ok(Reply::Insights(Box::new(
+                self.insights_for(agent.as_deref()).await?,
+            ))),
+            Command::Alerts => Ok(Reply::Alerts(self.active_alerts().await?)),
+            Command::Recommend { question } => Ok(Reply::Reason(
+                self.recommend(caller, question.as_deref()).await?,
+            )),
         }
     }
 }

@@ -1,17 +1,20 @@
 //! The coordination core: tasks under leases, agents, durable events,
-//! messages, polls and search. No Discord, Twitch, WebSocket or SQL types: front doors parse
+//! messages, polls, search, insights and alerts. No Discord, Twitch, WebSocket or SQL types: front doors parse
 //! into [`command::Command`], hand it to [`crate::dispatch`] (which applies
 //! the policy and calls the core), and render the [`command::Reply`].
 
 pub mod acks;
 pub mod agents;
+pub mod alerts;
 pub mod command;
 pub mod error;
 pub mod events;
+pub mod insights;
 pub mod messages;
 pub mod model;
 pub mod polls;
 pub mod reasoning;
+pub mod recommend;
 pub mod search;
 pub mod stats;
 pub mod store;
@@ -44,6 +47,8 @@ pub struct Core {
     pub catalog: Arc<crate::catalog::Catalog>,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
+    /// The newest insights computed (read by `/metrics` without a query).
+    pub latest_insights: insights::LatestInsights,
     started: Instant,
 }
 
@@ -67,6 +72,7 @@ impl Core {
             limits,
             polls_cfg,
             acks: AckBook::default(),
+            latest_insights: insights::LatestInsights::default(),
             started: Instant::now(),
         })
     }

@@ -201,6 +201,18 @@ enum Wire {
         #[serde(default)]
         command: Option<String>,
     },
+    #[serde(rename = "insights")]
+    Insights {
+        #[serde(default)]
+        agent: Option<String>,
+    },
+    #[serde(rename = "alerts")]
+    Alerts {},
+    #[serde(rename = "recommend")]
+    Recommend {
+        #[serde(default)]
+        question: Option<String>,
+    },
 }
 
 fn bad(message: impl Into<String>) -> CoreError {
@@ -434,6 +446,13 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
             stream: stream.unwrap_or(false),
         },
         Wire::Help { command } => Command::Help { command },
+        Wire::Insights { agent } => Command::Insights {
+            agent: agent.filter(|a| !a.is_empty()),
+        },
+        Wire::Alerts {} => Command::Alerts,
+        Wire::Recommend { question } => Command::Recommend {
+            question: question.filter(|q| !q.trim().is_empty()),
+        },
     })
 }
 

@@ -14,6 +14,7 @@ mod dashboard;
 mod discord;
 mod embeddings;
 mod inbox;
+mod insights;
 mod mcp;
 mod metrics;
 mod multi_instance;

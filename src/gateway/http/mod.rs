@@ -8,6 +8,7 @@ pub mod agents;
 pub mod caller;
 pub mod events;
 pub mod inbox;
+pub mod insights;
 pub mod openapi;
 pub mod polls;
 pub mod probe;
@@ -42,5 +43,8 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(search::search))
         .routes(routes!(reason::reason))
         .routes(routes!(reason::reason_stream))
+        .routes(routes!(insights::insights))
+        .routes(routes!(insights::alerts))
+        .routes(routes!(insights::recommend))
         .split_for_parts()
 }

@@ -168,6 +168,8 @@ pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
             }),
         ),
         Reply::Help { command } => ("help", json!({ "command": command })),
+        Reply::Insights(i) => ("insights", json!({ "insights": i })),
+        Reply::Alerts(a) => ("alerts", json!({ "alerts": a })),
     }
 }
 
