@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abuse;
 mod api;
 mod browser;
 mod catalog_limits;
@@ -20,9 +21,11 @@ mod postgres;
 mod reason;
 mod reason_surfaces;
 mod search;
+mod secrets;
 mod smoke;
 mod storage;
 mod twitch;
+mod twitch_login;
 mod ws_backpressure;
 mod ws_bad_input;
 mod ws_events;

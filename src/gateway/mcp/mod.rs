@@ -111,7 +111,8 @@ pub async fn require_agent(State(app): State<AppState>, mut req: Request, next: 
             false,
         );
     };
-    match app.core.authenticate(&token).await {
+    let peer = crate::gateway::limits::peer_of(req.extensions());
+    match crate::gateway::limits::authenticate(&app, peer, &token).await {
         Ok(agent) => {
             req.extensions_mut().insert(Caller {
                 identity: agent.name,
