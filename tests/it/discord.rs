@@ -381,7 +381,7 @@ async fn forged_missing_and_altered_signatures_get_401() {
     let fake = FakeDiscord::spawn().await;
     let srv = http_server(&fake, |_| {}).await;
     let body = command_interaction(3, "tok-3", "status", json!([]), viewer()).to_string();
-    let ts = "1700000000".to_string();
+    let ts = unix_now().to_string();
     // missing
     let (status, v) = post_raw(&srv, body.clone(), None, None).await;
     assert_eq!(status, 401);
@@ -405,7 +405,7 @@ async fn forged_missing_and_altered_signatures_get_401() {
         &srv,
         body.clone(),
         Some(good.clone()),
-        Some("1700000001".into()),
+        Some((unix_now() + 1).to_string()),
     )
     .await;
     assert_eq!(status, 401);

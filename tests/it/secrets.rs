@@ -26,7 +26,11 @@ async fn no_configured_secret_appears_in_logs_metrics_dashboard_config_or_errors
     let twitch = FakeTwitch::spawn(false).await;
     let dir = tempfile::tempdir().unwrap();
     let twitch_oauth = format!("oauth:{TWITCH_TOKEN}");
-    let public_key = "ab".repeat(32);
+    let public_key = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
     let env = [
         ("RUST_LOG", "debug".to_string()),
         ("SWARMBRIDGE_REASONING_BASE_URL", openai.base_url()),
@@ -68,6 +72,12 @@ async fn no_configured_secret_appears_in_logs_metrics_dashboard_config_or_errors
             "unavailable",
         )
         .await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Incorrect API key provided: <redacted>")),
+        "the backend's echo of the key is cut out: {refused}"
+    );
     seen += &refused.to_string();
     // Twitch and Discord traffic
     let said = twitch.say("secretchan", "viewer1", "", "!status");
