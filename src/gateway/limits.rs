@@ -96,8 +96,8 @@ impl ConnLimits {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Total(self.max_total));
         }
-        let key = (!(self.loopback_exempt && ip.to_canonical().is_loopback()))
-            .then(|| address_key(ip));
+        let key =
+            (!(self.loopback_exempt && ip.to_canonical().is_loopback())).then(|| address_key(ip));
         if let Some(key) = key {
             let mut n = self.per_addr.entry(key).or_insert(0);
             if *n >= self.max_per_addr {
@@ -128,12 +128,10 @@ pub struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            self.limits
-                .per_addr
-                .remove_if_mut(&key, |_, n| {
-                    *n = n.saturating_sub(1);
-                    *n == 0
-                });
+            self.limits.per_addr.remove_if_mut(&key, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
         }
         self.limits.total.fetch_sub(1, Ordering::AcqRel);
     }

@@ -358,15 +358,19 @@ async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, id: u64) {
                     params.get(1).cloned().unwrap_or_default()
                 ));
             }
-            "NICK" if inner.accepted_token.as_ref().is_some_and(|ok| {
-                let pass = inner
-                    .sent
-                    .iter()
-                    .rev()
-                    .find(|s| s.conn == id && s.raw.starts_with("PASS "));
-                pass.map(|s| s.raw.trim_start_matches("PASS ").trim_start_matches("oauth:"))
-                    != Some(ok.as_str())
-            }) =>
+            "NICK"
+                if inner.accepted_token.as_ref().is_some_and(|ok| {
+                    let pass = inner
+                        .sent
+                        .iter()
+                        .rev()
+                        .find(|s| s.conn == id && s.raw.starts_with("PASS "));
+                    pass.map(|s| {
+                        s.raw
+                            .trim_start_matches("PASS ")
+                            .trim_start_matches("oauth:")
+                    }) != Some(ok.as_str())
+                }) =>
             {
                 send(":tmi.twitch.tv NOTICE * :Login authentication failed".into());
                 refused_login = true;
@@ -470,7 +474,11 @@ impl Drop for FakeTwitchAuth {
 
 impl FakeTwitchAuth {
     /// Starts the endpoint accepting `refresh_token` from `client_id`/`client_secret`.
-    pub async fn spawn(client_id: &str, client_secret: &str, refresh_token: &str) -> FakeTwitchAuth {
+    pub async fn spawn(
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) -> FakeTwitchAuth {
         use axum::extract::{Form, State};
         use axum::response::IntoResponse;
         let state = Arc::new(Mutex::new(AuthState {
@@ -494,7 +502,9 @@ impl FakeTwitchAuth {
             {
                 return (
                     axum::http::StatusCode::BAD_REQUEST,
-                    axum::Json(serde_json::json!({"status": 400, "message": "Invalid refresh token"})),
+                    axum::Json(
+                        serde_json::json!({"status": 400, "message": "Invalid refresh token"}),
+                    ),
                 )
                     .into_response();
             }
@@ -528,6 +538,10 @@ impl FakeTwitchAuth {
 
     /// The forms posted so far.
     pub fn requests(&self) -> Vec<HashMap<String, String>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).forms.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forms
+            .clone()
     }
 }

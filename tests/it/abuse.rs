@@ -62,9 +62,10 @@ async fn a_thousand_connections_that_never_say_hello_are_closed_and_fds_return_t
     }
     drop(silent);
     agent.assert_alive().await;
-    eventually("the server's descriptors are back near the baseline", || {
-        srv.open_fds() <= baseline + 8
-    })
+    eventually(
+        "the server's descriptors are back near the baseline",
+        || srv.open_fds() <= baseline + 8,
+    )
     .await;
 }
 
@@ -161,7 +162,10 @@ async fn repeated_bad_tokens_from_one_address_are_rate_limited_with_a_retry_time
     c.send(hello("sbt_guess")).await;
     let e = c.reply().await;
     assert_eq!(e["code"], "rate_limited", "{e}");
-    assert!(e["retry_after_ms"].as_u64().is_some_and(|ms| ms > 1000), "{e}");
+    assert!(
+        e["retry_after_ms"].as_u64().is_some_and(|ms| ms > 1000),
+        "{e}"
+    );
     assert_eq!(close_code(&c.closed().await), Some(1013));
     // while limited, even a good token from that address is refused ...
     let mut c = Client::unwelcomed(Client::raw(&srv.ws_url()).await);

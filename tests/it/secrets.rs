@@ -5,7 +5,9 @@
 //! check` or any error reply.
 
 use crate::common::child::ChildServer;
-use crate::common::fake_discord::{command_interaction, member_json, FakeDiscord, APP_ID, BOT_TOKEN};
+use crate::common::fake_discord::{
+    command_interaction, member_json, FakeDiscord, APP_ID, BOT_TOKEN,
+};
 use crate::common::fake_openai::{FakeOpenAi, Reply};
 use crate::common::fake_twitch::FakeTwitch;
 use crate::common::*;
@@ -61,11 +63,17 @@ async fn no_configured_secret_appears_in_logs_metrics_dashboard_config_or_errors
     let task = op.create_task(json!({"title": "keep secrets"})).await;
     worker.ok(json!({"type": "task.claim"}), "task").await;
     seen += &worker
-        .ok(json!({"type": "task.complete", "task_id": task["id"]}), "task")
+        .ok(
+            json!({"type": "task.complete", "task_id": task["id"]}),
+            "task",
+        )
         .await
         .to_string();
-    op.ok(json!({"type": "msg.send", "to": "worker", "text": "hi"}), "ok")
-        .await;
+    op.ok(
+        json!({"type": "msg.send", "to": "worker", "text": "hi"}),
+        "ok",
+    )
+    .await;
     let refused = worker
         .err(
             json!({"type": "reason", "prompt": "why?", "mode": "simple"}),
@@ -130,10 +138,7 @@ async fn no_configured_secret_appears_in_logs_metrics_dashboard_config_or_errors
     let mut srv = srv;
     srv.terminate().await;
     let log = srv.output();
-    assert!(
-        log.contains("DEBUG"),
-        "the log was captured at debug level"
-    );
+    assert!(log.contains("DEBUG"), "the log was captured at debug level");
     assert!(log.contains("front doors"), "{log}");
 
     let secrets = [

@@ -37,7 +37,10 @@ async fn ready_until(srv: &TestServer, what: &str, pred: impl Fn(&Value) -> bool
         if pred(&body) {
             return body;
         }
-        assert!(Instant::now() < deadline, "/ready never showed {what}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "/ready never showed {what}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -233,7 +233,11 @@ async fn send_messages(mut ws: Ws, me: usize, receivers: Vec<String>) -> Vec<(us
         let to = n % receivers.len();
         let text = format!("crash-{me}-{n}");
         let frame = json!({"type":"msg.send","id":"m","to":receivers[to],"text":text});
-        if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+        if ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
             break;
         }
         match next_reply(&mut ws, "m").await {
@@ -283,7 +287,9 @@ async fn receive(mut ws: Ws, expect: Option<HashSet<String>>, idle: Duration) ->
 /// Every task's state, by id, through `task.list`.
 async fn task_states(ws: &mut Ws) -> anyhow::Result<BTreeMap<i64, String>> {
     ws.send(Message::Text(
-        json!({"type":"task.list","id":"l","limit":500}).to_string().into(),
+        json!({"type":"task.list","id":"l","limit":500})
+            .to_string()
+            .into(),
     ))
     .await?;
     let reply = next_reply(ws, "l").await?;
@@ -324,7 +330,12 @@ async fn completions(addr: SocketAddr, token: &str) -> anyhow::Result<HashMap<i6
 }
 
 /// One kill-and-restart run.
-async fn one_run(plan: &CrashPlan, run: usize, db: &RunDb, log: &Path) -> anyhow::Result<RunCounts> {
+async fn one_run(
+    plan: &CrashPlan,
+    run: usize,
+    db: &RunDb,
+    log: &Path,
+) -> anyhow::Result<RunCounts> {
     let url = db.url();
     let bin = plan.bin.as_path();
     let op_token = add_agent(bin, &url, "crash-op", "operator").await?;
@@ -413,10 +424,7 @@ async fn one_run(plan: &CrashPlan, run: usize, db: &RunDb, log: &Path) -> anyhow
     for (i, got) in delivered.iter().enumerate() {
         let distinct: HashSet<&String> = got.iter().collect();
         c.duplicate_deliveries += got.len() - distinct.len();
-        c.lost_messages += acked[i]
-            .iter()
-            .filter(|t| !distinct.contains(t))
-            .count();
+        c.lost_messages += acked[i].iter().filter(|t| !distinct.contains(t)).count();
     }
 
     // leases of the tasks claimed at the kill run out

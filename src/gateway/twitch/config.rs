@@ -238,7 +238,12 @@ impl TwitchConfig {
             .iter()
             .filter(|p| p.is_some_and(|v| !v.trim().is_empty()))
             .count();
-        if self.refresh_token.as_ref().is_some_and(|t| !t.expose().trim().is_empty()) && given < 3 {
+        if self
+            .refresh_token
+            .as_ref()
+            .is_some_and(|t| !t.expose().trim().is_empty())
+            && given < 3
+        {
             return bad(
                 "twitch.refresh_token",
                 "refreshing needs twitch.client_id and twitch.client_secret too",
@@ -247,7 +252,10 @@ impl TwitchConfig {
         if !(self.token_url.starts_with("https://") || self.token_url.starts_with("http://")) {
             return bad(
                 "twitch.token_url",
-                format!("expected an http:// or https:// URL, got {:?}", self.token_url),
+                format!(
+                    "expected an http:// or https:// URL, got {:?}",
+                    self.token_url
+                ),
             );
         }
         if (self.token().is_some() || self.refresh_settings().is_some())

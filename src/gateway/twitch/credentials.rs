@@ -66,7 +66,6 @@ struct Shared {
     state: Mutex<TokenState>,
 }
 
-
 impl std::fmt::Debug for TwitchCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TwitchCredentials")

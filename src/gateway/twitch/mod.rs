@@ -23,6 +23,7 @@ use crate::core::model::{Caller, Platform, Role};
 use crate::core::Core;
 use crate::dispatch::{parse, Admitted, Dispatcher};
 use async_trait::async_trait;
+use credentials::TwitchCredentials;
 use outbound::{ChatSink, OutLine, Outbound};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -32,7 +33,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use transport::{Link, PlainTransport, SlotTaken, TlsTransport};
-use credentials::TwitchCredentials;
 use twitch_irc::message::{Badge, IRCMessage, IRCTags, PrivmsgMessage, ServerMessage};
 use twitch_irc::transport::Transport;
 use twitch_irc::{ClientConfig, TwitchIRCClient};
@@ -255,7 +255,9 @@ impl Door {
                     .any(|b| b.name == "moderator" || b.name == "broadcaster");
                 self.outbound.set_moderator(&u.channel_login, moderator);
             }
-            ServerMessage::Notice(n) if n.channel_login.is_none() && is_login_refusal(&n.message_text) => {
+            ServerMessage::Notice(n)
+                if n.channel_login.is_none() && is_login_refusal(&n.message_text) =>
+            {
                 let why = render::fit(&render::clean(&n.message_text), 200);
                 tracing::error!(
                     platform = "twitch",

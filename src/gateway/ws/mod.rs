@@ -3,11 +3,11 @@
 pub mod frames;
 pub mod session;
 
+use super::limits::PeerAddr;
 use super::AppState;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::Response;
-use super::limits::PeerAddr;
 
 /// Slack above `max_frame_bytes` that the WebSocket layer still reads, so an
 /// oversized frame gets a `payload_too_large` error rather than a dropped socket.

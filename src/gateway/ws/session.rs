@@ -256,7 +256,9 @@ impl Conn {
                 Err(e) => {
                     self.send_error(re.as_deref(), &e).await?;
                     match e {
-                        CoreError::RateLimited { .. } => Err(stop(1013, "too many failed authentications")),
+                        CoreError::RateLimited { .. } => {
+                            Err(stop(1013, "too many failed authentications"))
+                        }
                         _ => Err(stop(1008, "unauthorized")),
                     }
                 }
