@@ -167,7 +167,9 @@ fn init_logging(cfg: &Config) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::secrets::RedactingStderr::new(
+            crate::secrets::configured(cfg),
+        ));
     let _ = if cfg.log.format == "json" {
         builder.json().try_init()
     } else {

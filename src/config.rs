@@ -91,6 +91,59 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace_s: u64,
+    /// Most open connections on the listener (HTTP and WebSocket together);
+    /// beyond it a new connection gets 503 with a JSON body and is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most open connections from one IP address; beyond it a new one gets
+    /// 429 with a JSON body and is closed.
+    #[serde(default = "default_max_connections_per_addr")]
+    pub max_connections_per_addr: usize,
+    /// Connections from loopback addresses (a reverse proxy or a local load
+    /// generator on the same host) count only against `max_connections`.
+    #[serde(default = "default_true")]
+    pub loopback_exempt: bool,
+    /// Time a client has to send a complete request head (and, on a new
+    /// connection, its first byte); slower connections are closed.
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: u64,
+    /// Longest pause while a request body is sent; a body that stalls
+    /// longer is refused.
+    #[serde(default = "default_body_timeout_s")]
+    pub body_timeout_s: u64,
+    /// Failed authentications allowed per client address (agent tokens on
+    /// `/ws`, `/api`, `/mcp` and the dashboard): a burst, then `per_s`;
+    /// beyond it every attempt from that address is refused with
+    /// `rate_limited` (HTTP 429) and the wait, until it has waited.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures: Rate,
+}
+
+fn default_max_connections() -> usize {
+    16384
+}
+
+fn default_max_connections_per_addr() -> usize {
+    1024
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_header_timeout_s() -> u64 {
+    10
+}
+
+fn default_body_timeout_s() -> u64 {
+    30
+}
+
+fn default_auth_failures() -> Rate {
+    Rate {
+        per_s: 0.2,
+        burst: 10,
+    }
 }
 
 /// `[database]`
@@ -340,6 +393,9 @@ fn env_key(key: &str) -> Option<String> {
         "reasoning_api_key" => "reasoning.api_key".to_string(),
         "twitch_username" => "twitch.username".to_string(),
         "twitch_oauth_token" => "twitch.oauth_token".to_string(),
+        "twitch_client_id" => "twitch.client_id".to_string(),
+        "twitch_client_secret" => "twitch.client_secret".to_string(),
+        "twitch_refresh_token" => "twitch.refresh_token".to_string(),
         "twitch_channels" => "twitch.channels".to_string(),
         "twitch_server" => "twitch.server".to_string(),
         "discord_token" => "discord.token".to_string(),
@@ -412,6 +468,25 @@ impl Config {
         }
         if self.tasks.max_attempts == 0 {
             return bad("tasks.max_attempts", "expected at least 1");
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_addr == 0 {
+            return bad(
+                "server.max_connections",
+                "max_connections and max_connections_per_addr must be at least 1",
+            );
+        }
+        if self.server.header_timeout_s == 0 || self.server.body_timeout_s == 0 {
+            return bad(
+                "server.header_timeout_s",
+                "header_timeout_s and body_timeout_s must be at least 1",
+            );
+        }
+        let af = self.server.auth_failures;
+        if !(af.per_s > 0.0 && af.per_s.is_finite()) || af.burst == 0 {
+            return bad(
+                "server.auth_failures",
+                "per_s must be > 0 and burst at least 1",
+            );
         }
         if self.limits.max_frame_bytes < 1024 {
             return bad("limits.max_frame_bytes", "expected at least 1024");

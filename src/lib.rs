@@ -28,6 +28,8 @@ pub mod observe;
 pub mod periodic;
 /// The OpenAI-compatible reasoning client, its cache and circuit breaker.
 pub mod reason;
+/// The configured secrets, and a log writer that never prints them.
+pub mod secrets;
 /// `swarmbridge serve`: start-up in named steps, and shutdown.
 pub mod server;
 /// The storage adapters (SQLite, PostgreSQL).

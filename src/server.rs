@@ -8,11 +8,11 @@ use crate::core::{sweeper, Core};
 use crate::dispatch::{check_catalog, CatalogMismatch, Dispatcher};
 use crate::gateway::discord::announce::Announcer;
 use crate::gateway::discord::Discord;
+use crate::gateway::limits::AuthFailures;
 use crate::gateway::{self, AppState};
 use crate::limits::RateLimits;
 use crate::reason::{ReasonCache, Reasoner};
 use crate::store::{BatchPolicy, StoreError};
-use axum::serve::ListenerExt;
 use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -333,31 +333,25 @@ async fn bind(cfg: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), Ser
     Ok((listener, addr))
 }
 
-/// Step 5: serves the HTTP surface (WebSocket, API, dashboard) until shutdown.
+/// Step 5: serves the HTTP surface (WebSocket, API, dashboard) until
+/// shutdown, with the listener's abuse limits (`gateway::listener`).
 fn spawn_http(
     tasks: &mut JoinSet<()>,
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: &CancellationToken,
 ) {
+    let limits = gateway::listener::ListenerLimits {
+        conns: gateway::limits::ConnLimits::new(&state.cfg.server),
+        header_timeout: Duration::from_secs(state.cfg.server.header_timeout_s),
+    };
     let app = gateway::router(state);
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        // Replies and events are small and written as they come: without
-        // NODELAY, Nagle's algorithm holds a reply behind an unacknowledged event.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    tasks.spawn(gateway::listener::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone(),
+    ));
 }
 
 /// Binds the listener and starts everything; returns once it is listening.
@@ -368,9 +362,19 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     let sessions = TaskTracker::new();
     let mut tasks = JoinSet::new();
     let rate_limits = Arc::new(RateLimits::new(&cfg.limits));
+    let auth_failures = Arc::new(AuthFailures::new(cfg.server.auth_failures));
     let dispatch = Dispatcher::new(core.clone(), rate_limits.clone());
 
     spawn_upkeep(&mut tasks, &cfg, &core, &rate_limits, &shutdown);
+    let failures = auth_failures.clone();
+    tasks.spawn(crate::periodic::every(
+        Duration::from_secs(60),
+        shutdown.clone(),
+        move || {
+            failures.retain_recent();
+            std::future::ready(())
+        },
+    ));
     let twitch = prepare_twitch(&cfg, &dispatch, &shutdown)?;
     let (listener, addr) = bind(&cfg).await?;
     let discord = start_discord(&mut tasks, &cfg, &dispatch, &sessions, &shutdown)?;
@@ -382,6 +386,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
         discord,
+        auth_failures,
     };
     spawn_http(&mut tasks, listener, state, &shutdown);
     if let Some(twitch) = twitch {

@@ -92,6 +92,14 @@ impl FrontDoorStats {
         }
     }
 
+    /// Why Twitch chat is not up (see [`crate::gateway::twitch::transport::link_problem`]).
+    pub fn twitch_problem(&self) -> Option<String> {
+        if !self.twitch_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        crate::gateway::twitch::transport::link_problem()
+    }
+
     /// Counts one command outcome of `platform`.
     pub fn count(&self, platform: Platform, ok: bool) {
         let i = platform_index(platform);

@@ -231,7 +231,8 @@ impl HttpEmbedder {
         let exchange = async {
             let response = builder.send().await.map_err(transport_failure)?;
             if !response.status().is_success() {
-                return Err(status_failure(response).await);
+                let key = self.api_key.as_ref().map(|k| k.0.as_str());
+                return Err(status_failure(response, key).await);
             }
             let body = response.bytes().await.map_err(transport_failure)?;
             self.read_answer(&body, batch.len())
@@ -344,7 +345,9 @@ fn transport_failure(err: reqwest::Error) -> AttemptFailure {
     )
 }
 
-async fn status_failure(response: reqwest::Response) -> AttemptFailure {
+/// The failure of a non-2xx answer, with `api_key` cut out of the
+/// backend's message (some backends echo the key they refused).
+async fn status_failure(response: reqwest::Response, api_key: Option<&str>) -> AttemptFailure {
     let status = response.status();
     let asked_delay = retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
@@ -355,7 +358,10 @@ async fn status_failure(response: reqwest::Response) -> AttemptFailure {
     AttemptFailure {
         error: EmbedError::Backend {
             status: Some(status.as_u16()),
-            message: status_message(status, &body),
+            message: match api_key.map(str::trim).filter(|k| !k.is_empty()) {
+                Some(key) => status_message(status, &body).replace(key, crate::secrets::REDACTED),
+                None => status_message(status, &body),
+            },
         },
         retry: retryable.then_some(asked_delay),
         backend_fault,

@@ -9,6 +9,7 @@ use crate::gateway::http::caller::{status_for, ApiError};
 use crate::gateway::AppState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::net::IpAddr;
 
 /// The `WWW-Authenticate` challenge of a refused request.
 fn challenge(err: &CoreError, token_given: bool) -> HeaderValue {
@@ -38,9 +39,11 @@ fn refused(err: CoreError, token_given: bool) -> Response {
 
 /// The agent named by the request's bearer token, as a caller on
 /// `platform`; the response to send instead when there is none or it is
-/// not valid.
+/// not valid. Failed tokens count against `peer`'s authentication budget
+/// ([`crate::gateway::limits::authenticate`]), as on every other front door.
 pub async fn bearer_caller(
     app: &AppState,
+    peer: Option<IpAddr>,
     headers: &HeaderMap,
     platform: Platform,
 ) -> Result<Caller, Response> {
@@ -60,7 +63,7 @@ pub async fn bearer_caller(
             false,
         ));
     };
-    match app.core.authenticate(token).await {
+    match crate::gateway::limits::authenticate(app, peer, token).await {
         Ok(agent) => Ok(Caller {
             identity: agent.name,
             role: agent.role,

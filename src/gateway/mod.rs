@@ -10,6 +10,8 @@ pub mod bearer;
 pub mod dashboard;
 pub mod discord;
 pub mod http;
+pub mod limits;
+pub mod listener;
 pub mod mcp;
 pub mod twitch;
 pub mod ws;
@@ -38,11 +40,14 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// The Discord front door (None when Discord is not configured).
     pub discord: Option<Arc<discord::Discord>>,
+    /// Failed authentications per client address (`server.auth_failures`).
+    pub auth_failures: Arc<limits::AuthFailures>,
 }
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.server.max_body_bytes;
+    let body_timeout = std::time::Duration::from_secs(state.cfg.server.body_timeout_s);
     let (api_routes, doc) = http::api_router();
     let doc = http::openapi::openapi_json(&doc);
     Router::new()
@@ -77,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(http::probe::not_found)
         .method_not_allowed_fallback(http::probe::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .with_state(state)
 }
 

@@ -199,7 +199,7 @@ impl ChatClient {
             let response = builder.send().await.map_err(transport_failure)?;
             let status = response.status();
             if !status.is_success() {
-                return Err(status_failure(response).await);
+                return Err(status_failure(response, self.api_key.as_deref()).await);
             }
             match sink.as_deref_mut() {
                 Some(sink) if is_event_stream(response.headers()) => {
@@ -306,7 +306,10 @@ pub(crate) fn status_message(status: StatusCode, body: &str) -> String {
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("no reason").to_owned())
 }
 
-async fn status_failure(response: reqwest::Response) -> AttemptFailure {
+/// The failure of a non-2xx answer. A backend that echoes the API key in
+/// its error (some say "incorrect API key provided: ...") does not get it
+/// passed on: `api_key` is cut out of the message.
+async fn status_failure(response: reqwest::Response, api_key: Option<&str>) -> AttemptFailure {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
@@ -323,7 +326,10 @@ async fn status_failure(response: reqwest::Response) -> AttemptFailure {
         status,
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
     ) && body.to_ascii_lowercase().contains("logprob");
-    let message = status_message(status, &body);
+    let mut message = status_message(status, &body);
+    if let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) {
+        message = message.replace(key, crate::secrets::REDACTED);
+    }
     AttemptFailure {
         error: ReasonError::Backend {
             status: Some(status.as_u16()),

@@ -56,6 +56,9 @@ struct Inner {
     moderator: bool,
     refuse: bool,
     echo_own: bool,
+    /// When set, only `PASS oauth:<this>` logs in; other logins get
+    /// Twitch's "Login authentication failed" NOTICE and are closed.
+    accepted_token: Option<String>,
 }
 
 struct Shared {
@@ -177,6 +180,21 @@ impl FakeTwitch {
     /// Accept connections and close them at once (a refused login).
     pub fn set_refuse(&self, refuse: bool) {
         self.shared.lock().refuse = refuse;
+    }
+
+    /// Accept only this OAuth token (None: any); a login with another one
+    /// is refused as Twitch refuses an expired token.
+    pub fn set_accepted_token(&self, token: Option<&str>) {
+        self.shared.lock().accepted_token = token.map(str::to_string);
+    }
+
+    /// Every `PASS` line's token (without `oauth:`) in order of arrival.
+    pub fn passwords(&self) -> Vec<String> {
+        self.sent()
+            .iter()
+            .filter_map(|s| s.raw.strip_prefix("PASS "))
+            .map(|p| p.trim().trim_start_matches("oauth:").to_string())
+            .collect()
     }
 
     /// Relay the bot's own PRIVMSGs back to it, as Twitch relays chat.
@@ -314,6 +332,7 @@ async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, id: u64) {
         }
     });
     let mut lines = BufReader::new(read).lines();
+    let mut refused_login = false;
     while let Ok(Some(line)) = lines.next_line().await {
         let at = Instant::now();
         let (_, _, cmd, params) = parse(&line);
@@ -338,6 +357,24 @@ async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, id: u64) {
                     ":tmi.twitch.tv CAP * ACK :{}",
                     params.get(1).cloned().unwrap_or_default()
                 ));
+            }
+            "NICK"
+                if inner.accepted_token.as_ref().is_some_and(|ok| {
+                    let pass = inner
+                        .sent
+                        .iter()
+                        .rev()
+                        .find(|s| s.conn == id && s.raw.starts_with("PASS "));
+                    pass.map(|s| {
+                        s.raw
+                            .trim_start_matches("PASS ")
+                            .trim_start_matches("oauth:")
+                    }) != Some(ok.as_str())
+                }) =>
+            {
+                send(":tmi.twitch.tv NOTICE * :Login authentication failed".into());
+                refused_login = true;
+                break;
             }
             "NICK" => {
                 let nick = params.first().cloned().unwrap_or_default();
@@ -404,5 +441,107 @@ async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, id: u64) {
         }
     }
     shared.bump();
+    if refused_login {
+        // let the NOTICE go out before closing, as Twitch does
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     writer.abort();
+}
+
+/// A fake of Twitch's OAuth token endpoint (`POST /oauth2/token`,
+/// `grant_type=refresh_token`): it accepts one refresh token for one
+/// client, answers a new access token and a rotated refresh token, and
+/// records every request's form.
+pub struct FakeTwitchAuth {
+    addr: std::net::SocketAddr,
+    state: Arc<Mutex<AuthState>>,
+    task: JoinHandle<()>,
+}
+
+struct AuthState {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    issued: u32,
+    forms: Vec<HashMap<String, String>>,
+}
+
+impl Drop for FakeTwitchAuth {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeTwitchAuth {
+    /// Starts the endpoint accepting `refresh_token` from `client_id`/`client_secret`.
+    pub async fn spawn(
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) -> FakeTwitchAuth {
+        use axum::extract::{Form, State};
+        use axum::response::IntoResponse;
+        let state = Arc::new(Mutex::new(AuthState {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            refresh_token: refresh_token.into(),
+            issued: 0,
+            forms: Vec::new(),
+        }));
+        async fn token(
+            State(state): State<Arc<Mutex<AuthState>>>,
+            Form(form): Form<HashMap<String, String>>,
+        ) -> axum::response::Response {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            st.forms.push(form.clone());
+            let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+            if get("grant_type") != "refresh_token"
+                || get("client_id") != st.client_id
+                || get("client_secret") != st.client_secret
+                || get("refresh_token") != st.refresh_token
+            {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(
+                        serde_json::json!({"status": 400, "message": "Invalid refresh token"}),
+                    ),
+                )
+                    .into_response();
+            }
+            st.issued += 1;
+            let n = st.issued;
+            st.refresh_token = format!("rotated-refresh-{n}");
+            axum::Json(serde_json::json!({
+                "access_token": format!("fresh-access-{n}"),
+                "refresh_token": st.refresh_token,
+                "expires_in": 14400,
+                "scope": ["chat:read", "chat:edit"],
+                "token_type": "bearer"
+            }))
+            .into_response()
+        }
+        let app = axum::Router::new()
+            .route("/oauth2/token", axum::routing::post(token))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeTwitchAuth { addr, state, task }
+    }
+
+    /// The token URL for `twitch.token_url`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}/oauth2/token", self.addr)
+    }
+
+    /// The forms posted so far.
+    pub fn requests(&self) -> Vec<HashMap<String, String>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forms
+            .clone()
+    }
 }

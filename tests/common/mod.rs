@@ -2,6 +2,7 @@
 //! SQLite file, and a WebSocket agent client that speaks the protocol.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod fake_discord;
 pub mod fake_embeddings;
 pub mod fake_openai;

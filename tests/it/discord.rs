@@ -71,10 +71,22 @@ async fn http_server(fake: &FakeDiscord, tweak: impl FnOnce(&mut Config)) -> Tes
     .await
 }
 
-/// POSTs a signed interaction; returns status and JSON body (Null if none).
+/// POSTs an interaction signed now; returns status and JSON body (Null if none).
 async fn post_signed(srv: &TestServer, body: &Value) -> (u16, Value) {
+    post_signed_at(srv, body, unix_now()).await
+}
+
+/// The current Unix time in seconds (Discord's `X-Signature-Timestamp`).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// POSTs an interaction signed with timestamp `ts`.
+async fn post_signed_at(srv: &TestServer, body: &Value, ts: i64) -> (u16, Value) {
     let body = body.to_string();
-    let ts = "1700000000";
     let sig = signing_key().sign(format!("{ts}{body}").as_bytes());
     post_raw(
         srv,
@@ -342,11 +354,34 @@ async fn registration_body_is_what_the_catalog_declares() {
 }
 
 #[tokio::test]
+async fn a_replayed_old_or_future_dated_interaction_gets_401_with_a_json_reason() {
+    let fake = FakeDiscord::spawn().await;
+    let srv = http_server(&fake, |_| {}).await;
+    let body = command_interaction(4, "tok-4", "status", json!([]), viewer());
+    // the same request, correctly signed, a minute late and a minute early
+    for ts in [unix_now() - 60, unix_now() + 60] {
+        let (status, v) = post_signed_at(&srv, &body, ts).await;
+        assert_eq!(status, 401, "{v}");
+        assert_eq!(v["error"]["code"], "unauthorized");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("interactions_max_age_s")),
+            "{v}"
+        );
+    }
+    assert!(fake.callbacks().is_empty());
+    // signed now, it is served
+    let (status, v) = post_signed(&srv, &body).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
 async fn forged_missing_and_altered_signatures_get_401() {
     let fake = FakeDiscord::spawn().await;
     let srv = http_server(&fake, |_| {}).await;
     let body = command_interaction(3, "tok-3", "status", json!([]), viewer()).to_string();
-    let ts = "1700000000".to_string();
+    let ts = unix_now().to_string();
     // missing
     let (status, v) = post_raw(&srv, body.clone(), None, None).await;
     assert_eq!(status, 401);
@@ -370,7 +405,7 @@ async fn forged_missing_and_altered_signatures_get_401() {
         &srv,
         body.clone(),
         Some(good.clone()),
-        Some("1700000001".into()),
+        Some((unix_now() + 1).to_string()),
     )
     .await;
     assert_eq!(status, 401);

@@ -6,6 +6,7 @@
 mod common;
 
 mod a2a;
+mod abuse;
 mod api;
 mod browser;
 mod catalog_limits;
@@ -23,9 +24,11 @@ mod postgres;
 mod reason;
 mod reason_surfaces;
 mod search;
+mod secrets;
 mod smoke;
 mod storage;
 mod twitch;
+mod twitch_login;
 mod ws_backpressure;
 mod ws_bad_input;
 mod ws_events;

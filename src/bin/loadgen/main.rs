@@ -14,6 +14,7 @@
 mod bare;
 mod claims;
 mod common;
+mod crash;
 mod fanout;
 mod idle;
 mod latency;
@@ -130,6 +131,30 @@ enum Cmd {
         #[arg(long, default_value_t = 250)]
         probe_ms: u64,
     },
+    /// SIGKILL mid-load, restart on the same database, count what was lost
+    /// (acked messages, tasks, completions) and doubled (docs/reliability.md).
+    Crash {
+        /// Kill-and-restart runs, each on a fresh database.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// A PostgreSQL server URL: each run makes (and drops) a fresh
+        /// database there. Without it, each run uses a fresh SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Agents claiming and completing tasks.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Agents sending messages.
+        #[arg(long, default_value_t = 2)]
+        senders: usize,
+        /// Tasks per run (at most 500).
+        #[arg(long, default_value_t = 300)]
+        tasks: usize,
+        /// Lease of each claim, in seconds (tasks claimed at the kill are
+        /// re-opened this long after it).
+        #[arg(long, default_value_t = 2)]
+        lease_s: u64,
+    },
     /// Registers (and caches) the agents every scenario needs with its
     /// default arguments, so later runs start at once.
     Prepare,
@@ -193,6 +218,25 @@ fn main() -> anyhow::Result<()> {
                 common::registry(&bin, &reconnect::roster(1)).await?;
                 common::registry(&bin, &reconnect::roster(100)).await?;
                 Ok(())
+            }
+            Cmd::Crash {
+                runs,
+                database_url,
+                workers,
+                senders,
+                tasks,
+                lease_s,
+            } => {
+                crash::crash(&crash::CrashPlan {
+                    bin: bin()?,
+                    database_url: database_url.clone(),
+                    runs: *runs,
+                    workers: *workers,
+                    senders: *senders,
+                    tasks: *tasks,
+                    lease_s: *lease_s,
+                })
+                .await
             }
             Cmd::Idle { conns } => idle::idle(&bin()?, *conns).await,
             Cmd::Claims { agents, tasks } => claims::claims(&bin()?, *agents, *tasks).await,

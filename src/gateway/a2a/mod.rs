@@ -21,6 +21,7 @@ use crate::core::command::Reply;
 use crate::core::model::{Caller, Platform, Task};
 use crate::dispatch::parse;
 use crate::gateway::bearer::bearer_caller;
+use crate::gateway::limits::PeerAddr;
 use crate::gateway::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -82,10 +83,11 @@ fn answer(status: StatusCode, body: Value) -> Response {
 /// `POST /a2a`: authenticates, reads one JSON-RPC request and runs its method.
 pub async fn serve_rpc(
     State(app): State<AppState>,
+    PeerAddr(peer): PeerAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = match bearer_caller(&app, &headers, Platform::A2a).await {
+    let caller = match bearer_caller(&app, peer, &headers, Platform::A2a).await {
         Ok(c) => c,
         Err(refusal) => return refusal,
     };

@@ -141,7 +141,8 @@ function renderPlatforms() {
   ul.replaceChildren(
     chip("WebSocket agents", p.ws_connections + " conn", p.ws_connections > 0 ? "on" : "warn"),
     chip("Discord", p.discord, p.discord === "off" ? "off" : "on"),
-    chip("Twitch", p.twitch, p.twitch === "off" ? "off" : "on"),
+    chip("Twitch", p.twitch + (p.twitch_error ? " (" + p.twitch_error + ")" : ""),
+      p.twitch === "off" ? "off" : p.twitch_error ? "warn" : "on"),
     chip("Reasoning", p.reasoning + (p.reasoning === "off" ? "" : " (" + p.reasoning_model + ")"),
       p.reasoning === "up" ? "on" : p.reasoning === "degraded" ? "warn" : "off"),
     chip("Event streams", p.event_streams, "on"),

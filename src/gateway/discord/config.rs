@@ -49,6 +49,15 @@ pub struct DiscordConfig {
     /// The window of `announce_burst`.
     #[serde(default = "default_announce_period_s")]
     pub announce_period_s: u64,
+    /// `POST /discord/interactions`: refuse (401) a signed request whose
+    /// `X-Signature-Timestamp` is more than this many seconds from now, in
+    /// either direction, so a captured request cannot be replayed later.
+    #[serde(default = "default_interactions_max_age_s")]
+    pub interactions_max_age_s: u64,
+}
+
+fn default_interactions_max_age_s() -> u64 {
+    5
 }
 
 fn default_coalesce_ms() -> u64 {
@@ -76,6 +85,7 @@ impl Default for DiscordConfig {
             announce_coalesce_ms: default_coalesce_ms(),
             announce_burst: default_announce_burst(),
             announce_period_s: default_announce_period_s(),
+            interactions_max_age_s: default_interactions_max_age_s(),
         }
     }
 }

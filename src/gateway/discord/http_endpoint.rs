@@ -1,7 +1,9 @@
 //! `POST /discord/interactions`: Discord's outgoing-webhook transport.
 //! Every request is checked against the application's Ed25519 public key
 //! (`X-Signature-Ed25519` over `X-Signature-Timestamp` + body) before
-//! anything else looks at it; a bad or missing signature gets 401. A PING
+//! anything else looks at it; a bad or missing signature gets 401, and so
+//! does a signed request whose timestamp is more than
+//! `discord.interactions_max_age_s` from now (a replay). A PING
 //! gets PONG; everything else goes through the same handler as the gateway
 //! and is answered in the HTTP response (deferred work follows by REST).
 
@@ -42,6 +44,9 @@ pub async fn interactions(
     };
     if verifier.verify(signature, timestamp, &body).is_err() {
         return unsigned("invalid request signature");
+    }
+    if let Err(why) = fresh(timestamp, app.cfg.discord.interactions_max_age_s) {
+        return unsigned(&why);
     }
     let raw: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -87,6 +92,25 @@ pub async fn interactions(
         // user alone that the interaction failed).
         Outcome::Silent => StatusCode::NO_CONTENT.into_response(),
     }
+}
+
+/// Checks that a signed request was signed within `max_age_s` of now (in
+/// either direction): a replayed old request carries an old timestamp, and
+/// the signature covers it.
+fn fresh(timestamp: &str, max_age_s: u64) -> Result<(), String> {
+    let Ok(signed) = timestamp.trim().parse::<i64>() else {
+        return Err("X-Signature-Timestamp is not a Unix time in seconds".into());
+    };
+    let now = crate::clock::now_ms() / 1000;
+    let skew = now.saturating_sub(signed);
+    if skew.unsigned_abs() > max_age_s {
+        let when = if skew > 0 { "old" } else { "in the future" };
+        return Err(format!(
+            "request timestamp is {} s {when} (discord.interactions_max_age_s = {max_age_s}); replayed or clock skewed",
+            skew.unsigned_abs()
+        ));
+    }
+    Ok(())
 }
 
 fn off() -> Response {

@@ -118,7 +118,8 @@ impl FromRequestParts<AppState> for ApiCaller {
                     "send an agent token as `Authorization: Bearer <token>`".into(),
                 ))
             })?;
-        let agent = app.core.authenticate(token).await?;
+        let peer = crate::gateway::limits::peer_of(&parts.extensions);
+        let agent = crate::gateway::limits::authenticate(app, peer, token).await?;
         Ok(ApiCaller(Caller {
             identity: agent.name,
             role: agent.role,

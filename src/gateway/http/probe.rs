@@ -21,16 +21,29 @@ pub async fn health() -> Response {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })).into_response()
 }
 
-/// `GET /ready`: 200 when the database answers, 503 otherwise.
+/// `GET /ready`: 200 when the database answers, 503 (with a JSON error)
+/// otherwise. Either way the body also says how the chat platforms are
+/// (`discord`, `twitch`: `off`, `down` or `up`) and why Twitch is down
+/// (`twitch_error`, e.g. a refused login); they do not decide readiness.
 pub async fn ready(State(app): State<AppState>) -> Response {
+    let stats = app.dispatch.stats();
+    let mut body = json!({
+        "discord": stats.discord_link(),
+        "twitch": stats.twitch_link(),
+        "twitch_error": stats.twitch_problem(),
+    });
     if app.core.database_ready().await {
-        Json(json!({ "status": "ready", "database": "ok" })).into_response()
+        body["status"] = json!("ready");
+        body["database"] = json!("ok");
+        Json(body).into_response()
     } else {
-        json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the database does not answer",
-        )
+        body["status"] = json!("unavailable");
+        body["database"] = json!("unreachable");
+        body["error"] = json!({
+            "code": "unavailable",
+            "message": "the database does not answer",
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 

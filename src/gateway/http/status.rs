@@ -25,6 +25,9 @@ pub struct PlatformsView {
     pub discord: &'static str,
     /// Twitch chat: `off` (not configured), `down` or `up`.
     pub twitch: &'static str,
+    /// Why Twitch is down (a refused login, a failed token refresh, the
+    /// last connection error); null while up or off.
+    pub twitch_error: Option<String>,
     /// `off` (not configured), `up` (circuit closed), `degraded` (half-open)
     /// or `down` (circuit open).
     pub reasoning: &'static str,
@@ -62,6 +65,7 @@ pub fn platforms(app: &AppState) -> PlatformsView {
         event_streams: stats.streams(),
         discord: stats.discord_link(),
         twitch: stats.twitch_link(),
+        twitch_error: stats.twitch_problem(),
         reasoning,
         reasoning_model: core.reasoner.model().to_string(),
     }

@@ -68,7 +68,8 @@ pub fn service(app: &AppState) -> axum::Router {
 /// agent (as a [`crate::core::model::Caller`] on the MCP platform) on the request for the
 /// tool handler.
 pub async fn require_agent(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    match bearer_caller(&app, req.headers(), Platform::Mcp).await {
+    let peer = crate::gateway::limits::peer_of(req.extensions());
+    match bearer_caller(&app, peer, req.headers(), Platform::Mcp).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await

@@ -39,6 +39,9 @@ impl<'de> Deserialize<'de> for ChannelList {
     }
 }
 
+/// Twitch's OAuth token endpoint.
+pub const DEFAULT_TOKEN_URL: &str = "https://id.twitch.tv/oauth2/token";
+
 /// `[twitch]`: the Twitch chat front door. Twitch is on when `channels` is
 /// not empty; without `oauth_token` the bot joins anonymously and only reads.
 #[derive(Clone, Deserialize)]
@@ -52,6 +55,18 @@ pub struct TwitchConfig {
     pub oauth_token: Option<Secret>,
     /// Channels to join (`SWARMBRIDGE_TWITCH_CHANNELS`, comma separated).
     pub channels: ChannelList,
+    /// The Twitch application's client id (`SWARMBRIDGE_TWITCH_CLIENT_ID`),
+    /// needed with `refresh_token`.
+    pub client_id: Option<String>,
+    /// The application's client secret (`SWARMBRIDGE_TWITCH_CLIENT_SECRET`); never logged.
+    pub client_secret: Option<Secret>,
+    /// The refresh token issued with `oauth_token`
+    /// (`SWARMBRIDGE_TWITCH_REFRESH_TOKEN`); with `client_id` and
+    /// `client_secret`, an expired or refused token is refreshed without a
+    /// restart. Never logged.
+    pub refresh_token: Option<Secret>,
+    /// Where tokens are refreshed (default `https://id.twitch.tv/oauth2/token`).
+    pub token_url: String,
     /// `host:port` of another IRC server, spoken to over plain TCP
     /// (`SWARMBRIDGE_TWITCH_SERVER`, for tests and proxies); unset means
     /// Twitch over TLS.
@@ -89,6 +104,10 @@ impl Default for TwitchConfig {
             username: String::new(),
             oauth_token: None,
             channels: ChannelList::default(),
+            client_id: None,
+            client_secret: None,
+            refresh_token: None,
+            token_url: DEFAULT_TOKEN_URL.into(),
             server: None,
             prefix: "!".into(),
             badges,
@@ -108,6 +127,10 @@ impl std::fmt::Debug for TwitchConfig {
             .field("username", &self.username)
             .field("oauth_token", &self.oauth_token)
             .field("channels", &self.channels.0)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("refresh_token", &self.refresh_token)
+            .field("token_url", &self.token_url)
             .field("server", &self.server)
             .field("prefix", &self.prefix)
             .field("badges", &self.badges)
@@ -133,6 +156,43 @@ impl TwitchConfig {
         let t = self.oauth_token.as_ref()?.expose().trim();
         let t = t.strip_prefix("oauth:").unwrap_or(t);
         (!t.is_empty()).then_some(t)
+    }
+
+    /// The refresh settings, when `refresh_token`, `client_id` and
+    /// `client_secret` are all set.
+    pub fn refresh_settings(&self) -> Option<super::credentials::RefreshSettings> {
+        let nonblank = |s: &Secret| !s.expose().trim().is_empty();
+        let refresh_token = self.refresh_token.clone().filter(nonblank)?;
+        let client_secret = self.client_secret.clone().filter(nonblank)?;
+        let client_id = self.client_id.clone().filter(|c| !c.trim().is_empty())?;
+        Some(super::credentials::RefreshSettings {
+            token_url: self.token_url.clone(),
+            client_id: client_id.trim().to_string(),
+            client_secret,
+            refresh_token,
+        })
+    }
+
+    /// The bot's login: the configured token, refreshed when it can be.
+    pub fn credentials(&self) -> super::credentials::TwitchCredentials {
+        let refresh = self.refresh_settings();
+        let token = self.token().map(str::to_string);
+        let login = if token.is_some() || refresh.is_some() {
+            self.username.to_ascii_lowercase()
+        } else {
+            // twitch-irc's anonymous login
+            "justinfan12345".to_string()
+        };
+        super::credentials::TwitchCredentials::new(login, token, refresh)
+    }
+
+    /// The refresh secrets (client secret, refresh token), for redaction.
+    pub fn refresh_secrets(&self) -> Vec<&str> {
+        [&self.client_secret, &self.refresh_token]
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose().trim())
+            .collect()
     }
 
     /// Whether `kind` (`task.completed`, `broadcast`, ...) is announced in
@@ -169,7 +229,38 @@ impl TwitchConfig {
                 );
             }
         }
-        if self.token().is_some() && !login_ok(&self.username.to_ascii_lowercase()) {
+        let refresh_parts = [
+            self.refresh_token.as_ref().map(|s| s.expose()),
+            self.client_secret.as_ref().map(|s| s.expose()),
+            self.client_id.as_deref(),
+        ];
+        let given = refresh_parts
+            .iter()
+            .filter(|p| p.is_some_and(|v| !v.trim().is_empty()))
+            .count();
+        if self
+            .refresh_token
+            .as_ref()
+            .is_some_and(|t| !t.expose().trim().is_empty())
+            && given < 3
+        {
+            return bad(
+                "twitch.refresh_token",
+                "refreshing needs twitch.client_id and twitch.client_secret too",
+            );
+        }
+        if !(self.token_url.starts_with("https://") || self.token_url.starts_with("http://")) {
+            return bad(
+                "twitch.token_url",
+                format!(
+                    "expected an http:// or https:// URL, got {:?}",
+                    self.token_url
+                ),
+            );
+        }
+        if (self.token().is_some() || self.refresh_settings().is_some())
+            && !login_ok(&self.username.to_ascii_lowercase())
+        {
             return bad(
                 "twitch.username",
                 "the bot's Twitch login is needed with an OAuth token (SWARMBRIDGE_TWITCH_USERNAME)",

@@ -10,6 +10,7 @@
 
 pub mod announce;
 pub mod config;
+pub mod credentials;
 pub mod outbound;
 pub mod render;
 pub mod transport;
@@ -22,6 +23,7 @@ use crate::core::model::{Caller, Platform, Role};
 use crate::core::Core;
 use crate::dispatch::{parse, Admitted, Dispatcher};
 use async_trait::async_trait;
+use credentials::TwitchCredentials;
 use outbound::{ChatSink, OutLine, Outbound};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -31,7 +33,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use transport::{Link, PlainTransport, SlotTaken, TlsTransport};
-use twitch_irc::login::StaticLoginCredentials;
 use twitch_irc::message::{Badge, IRCMessage, IRCTags, PrivmsgMessage, ServerMessage};
 use twitch_irc::transport::Transport;
 use twitch_irc::{ClientConfig, TwitchIRCClient};
@@ -98,7 +99,7 @@ pub fn start(
 /// Writes lines through the twitch-irc client as PRIVMSGs, replies tagged
 /// with `reply-parent-msg-id`. The text is ours (never starting with `/` or
 /// `.`), so it goes out as it is, without twitch-irc's `. ` escape.
-struct IrcSink<T: Transport>(TwitchIRCClient<T, StaticLoginCredentials>);
+struct IrcSink<T: Transport>(TwitchIRCClient<T, TwitchCredentials>);
 
 #[async_trait]
 impl<T: Transport> ChatSink for IrcSink<T> {
@@ -129,6 +130,7 @@ struct Door {
     cfg: Arc<TwitchConfig>,
     outbound: Arc<Outbound>,
     link: Arc<Link>,
+    creds: TwitchCredentials,
     login: String,
     answering: bool,
     cooldowns: HashMap<String, Cooldown>,
@@ -143,14 +145,10 @@ async fn run<T: Transport>(
     stop: CancellationToken,
 ) {
     let core = dispatch.core().clone();
-    let token = cfg.token().map(str::to_string);
-    let answering = token.is_some();
-    let creds = match token {
-        Some(t) => StaticLoginCredentials::new(cfg.username.to_ascii_lowercase(), Some(t)),
-        None => StaticLoginCredentials::anonymous(),
-    };
-    let login = creds.credentials.login.clone();
-    let mut client_cfg = ClientConfig::new_simple(creds);
+    let creds = cfg.credentials();
+    let answering = cfg.token().is_some() || creds.can_refresh();
+    let login = creds.login().to_string();
+    let mut client_cfg = ClientConfig::new_simple(creds.clone());
     client_cfg.new_connection_every = Duration::from_millis(cfg.reconnect.min_interval_ms);
     client_cfg.connect_timeout =
         Duration::from_millis(cfg.reconnect.max_ms) + Duration::from_secs(20);
@@ -159,7 +157,7 @@ async fn run<T: Transport>(
     // the lines, and a second connection would only split the JOIN state.
     client_cfg.max_channels_per_connection = cfg.channels.0.len().max(1);
     client_cfg.max_waiting_messages_per_connection = 1_000;
-    let (mut incoming, client) = TwitchIRCClient::<T, StaticLoginCredentials>::new(client_cfg);
+    let (mut incoming, client) = TwitchIRCClient::<T, TwitchCredentials>::new(client_cfg);
     tracing::info!(
         platform = "twitch",
         server = %link.target(),
@@ -199,6 +197,7 @@ async fn run<T: Transport>(
         cfg,
         outbound,
         link,
+        creds,
         login,
         answering,
         cooldowns: HashMap::new(),
@@ -228,6 +227,15 @@ async fn run<T: Transport>(
     tracing::info!(platform = "twitch", "twitch: stopped");
 }
 
+/// Twitch's NOTICEs for a refused login (`PASS` with an expired, revoked
+/// or malformed token).
+fn is_login_refusal(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("login authentication failed")
+        || t.contains("improperly formatted auth")
+        || t.contains("login unsuccessful")
+}
+
 impl Door {
     async fn on_message(&mut self, msg: ServerMessage, tasks: &mut JoinSet<()>) {
         if msg.source().command == "001" {
@@ -246,6 +254,24 @@ impl Door {
                     .iter()
                     .any(|b| b.name == "moderator" || b.name == "broadcaster");
                 self.outbound.set_moderator(&u.channel_login, moderator);
+            }
+            ServerMessage::Notice(n)
+                if n.channel_login.is_none() && is_login_refusal(&n.message_text) =>
+            {
+                let why = render::fit(&render::clean(&n.message_text), 200);
+                tracing::error!(
+                    platform = "twitch",
+                    login = %self.login,
+                    refresh = self.creds.can_refresh(),
+                    "twitch: login refused: {why}; {}",
+                    if self.creds.can_refresh() {
+                        "refreshing the OAuth token"
+                    } else {
+                        "set a new SWARMBRIDGE_TWITCH_OAUTH_TOKEN, or twitch.refresh_token with client_id and client_secret"
+                    }
+                );
+                self.link.login_failed(&why);
+                self.creds.refused().await;
             }
             ServerMessage::Notice(n) => {
                 tracing::warn!(

@@ -53,6 +53,8 @@ struct LinkState {
     /// Attempts since the server last welcomed us.
     attempts_since_welcome: u32,
     last_error: Option<String>,
+    /// Why the last login failed (refused token, failed refresh), until a welcome.
+    login_problem: Option<String>,
 }
 
 /// What the connection attempts share: where to connect, the backoff state,
@@ -90,6 +92,7 @@ impl Link {
                 phase: Phase::Starting,
                 attempts_since_welcome: 0,
                 last_error: None,
+                login_problem: None,
             }),
             epoch: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
@@ -136,6 +139,7 @@ impl Link {
         let mut st = self.lock();
         st.attempts_since_welcome = 0;
         st.last_error = None;
+        st.login_problem = None;
         if st.phase != Phase::Connected {
             tracing::info!(platform = "twitch", server = %self.target(), "twitch: connected");
             st.phase = Phase::Connected;
@@ -206,6 +210,24 @@ impl Link {
     fn attempt_failed(&self, e: &dyn std::fmt::Display) {
         self.lock().last_error = Some(e.to_string());
     }
+
+    /// The bot could not log in (the server refused the token, or no token
+    /// could be had): shown on `/ready` and the dashboard until a welcome.
+    pub fn login_failed(&self, why: &str) {
+        let mut st = self.lock();
+        st.last_error = Some(format!("login failed: {why}"));
+        st.login_problem = Some(format!("login failed: {why}"));
+    }
+
+    /// Why the link is not up: the login problem, else the last connection
+    /// error; None while connected or before any attempt failed.
+    pub fn problem(&self) -> Option<String> {
+        if self.is_connected() {
+            return None;
+        }
+        let st = self.lock();
+        st.login_problem.clone().or_else(|| st.last_error.clone())
+    }
 }
 
 fn stopped() -> std::io::Error {
@@ -248,6 +270,20 @@ pub fn link_connected() -> bool {
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .is_some_and(|l| *l.connected.borrow())
+}
+
+/// Why this process's Twitch link is not up (see [`Link::problem`]).
+pub fn link_problem() -> Option<String> {
+    let link = SLOT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    link.and_then(|l| l.problem())
+}
+
+/// Records a login problem on this process's Twitch link.
+pub fn report_login_problem(why: &str) {
+    let link = SLOT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(l) = link {
+        l.login_failed(why);
+    }
 }
 
 /// True when no Twitch client holds the process's slot (tests wait for it

@@ -3,6 +3,7 @@
 pub mod frames;
 pub mod session;
 
+use super::limits::PeerAddr;
 use super::AppState;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
@@ -13,12 +14,16 @@ use axum::response::Response;
 const OVERSIZE_SLACK: usize = 1 << 20;
 
 /// `GET /ws`: upgrades and serves one agent session.
-pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(app): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = app.cfg.limits.max_frame_bytes + OVERSIZE_SLACK;
     let sessions = app.sessions.clone();
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| sessions.track_future(session::run(socket, app)))
+        .on_upgrade(move |socket| sessions.track_future(session::run(socket, app, peer)))
 }

@@ -72,7 +72,7 @@ fn bus_close(close: &OnceLock<CloseReason>) -> Stop {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn run(socket: WebSocket, app: AppState) {
+pub async fn run(socket: WebSocket, app: AppState, peer: Option<std::net::IpAddr>) {
     let (sink, stream) = socket.split();
     let mut conn = Conn {
         sink,
@@ -87,6 +87,7 @@ pub async fn run(socket: WebSocket, app: AppState) {
         side_tx: None,
         side_rx: None,
         deferred: None,
+        peer,
     };
     let session = uuid::Uuid::new_v4();
     let (agent, hello) = match conn.handshake().await {
@@ -132,6 +133,8 @@ struct Conn {
     side_rx: Option<mpsc::Receiver<String>>,
     /// While a burst of commands is checked: the ones to execute together.
     deferred: Option<Vec<(Option<String>, Command)>>,
+    /// The client's address (failed `hello`s count against it).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -241,7 +244,7 @@ impl Conn {
                 self.send_error(re.as_deref(), &e).await?;
                 return Err(stop(1008, "the first frame must be hello"));
             };
-            return match self.app.core.authenticate(&token).await {
+            return match crate::gateway::limits::authenticate(&self.app, self.peer, &token).await {
                 Ok(agent) => Ok((
                     agent,
                     Hello {
@@ -252,7 +255,12 @@ impl Conn {
                 )),
                 Err(e) => {
                     self.send_error(re.as_deref(), &e).await?;
-                    Err(stop(1008, "unauthorized"))
+                    match e {
+                        CoreError::RateLimited { .. } => {
+                            Err(stop(1013, "too many failed authentications"))
+                        }
+                        _ => Err(stop(1008, "unauthorized")),
+                    }
                 }
             };
         }
