@@ -25,6 +25,7 @@ mod search;
 mod smoke;
 mod storage;
 mod twitch;
+mod vectors;
 mod ws_backpressure;
 mod ws_bad_input;
 mod ws_events;
