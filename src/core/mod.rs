@@ -20,6 +20,7 @@ pub mod stats;
 pub mod store;
 pub mod sweeper;
 pub mod tasks;
+pub mod vectors;
 
 use crate::bus::Bus;
 use crate::config::{LimitsConfig, PollsConfig, TasksConfig};

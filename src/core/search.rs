@@ -38,13 +38,32 @@ impl SearchMode {
 }
 
 /// What a result is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HitKind {
     /// A task (its id is the task id).
     Task,
     /// A direct message or broadcast (its id is the message id).
     Message,
+}
+
+impl HitKind {
+    /// `task` or `message`, as sent and stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HitKind::Task => "task",
+            HitKind::Message => "message",
+        }
+    }
+
+    /// The kind named `task` or `message`.
+    pub fn parse(s: &str) -> Option<HitKind> {
+        match s {
+            "task" => Some(HitKind::Task),
+            "message" => Some(HitKind::Message),
+            _ => None,
+        }
+    }
 }
 
 /// One result.

@@ -159,8 +159,9 @@ pub type BallotCheck = Box<dyn FnOnce(&Poll, Millis) -> Result<(), CoreError> + 
 /// Durable state, as the core needs it. Each write is atomic with the
 /// events it returns and keeps the ordering rule of this module; reads see
 /// committed state. Implemented by each backend under `crate::store`.
+/// Vectors for semantic search are the [`super::vectors::VectorStore`] part.
 #[async_trait]
-pub trait Store: ReasonCache + Send + Sync + 'static {
+pub trait Store: ReasonCache + super::vectors::VectorStore + Send + Sync + 'static {
     /// True when the database answers a trivial query.
     async fn ping(&self) -> bool;
     /// Tasks by state, from memory kept in step with every commit.

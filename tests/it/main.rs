@@ -29,6 +29,7 @@ mod smoke;
 mod storage;
 mod twitch;
 mod twitch_login;
+mod vectors;
 mod ws_backpressure;
 mod ws_bad_input;
 mod ws_events;

@@ -181,3 +181,53 @@ async fn http_reason_stream_sends_sse_deltas_then_a_result_event() {
     assert_eq!(result["text"], "abc");
     assert_eq!(result["confidence"].as_f64(), Some(0.607));
 }
+
+#[tokio::test]
+async fn ai_reason_routes_answer_as_the_api_routes_do_and_are_documented() {
+    let fake = FakeOpenAi::spawn(Reply::text("pong")).await;
+    let srv = server_with_backend(&fake).await;
+    let token = srv.add_agent("h", Role::Agent, &[]).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/ai/reason", srv.http_url()))
+        .json(&json!({"prompt":"ping","mode":"simple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{}/ai/reason", srv.http_url()))
+        .bearer_auth(&token)
+        .json(&json!({"prompt":"ping","mode":"simple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["text"], "pong");
+    let r = http
+        .post(format!("{}/ai/reason/stream", srv.http_url()))
+        .bearer_auth(&token)
+        .json(&json!({"prompt":"ping again","mode":"simple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: result"), "{text}");
+    let doc: Value = http
+        .get(format!("{}/api/openapi.json", srv.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in ["/ai/reason", "/ai/reason/stream"] {
+        assert!(doc["paths"][p]["post"].is_object(), "missing {p}");
+    }
+}

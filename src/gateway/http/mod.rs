@@ -5,6 +5,7 @@
 //! the WebSocket's; every `/api` route is in `/api/openapi.json`.
 
 pub mod agents;
+pub mod ai;
 pub mod caller;
 pub mod events;
 pub mod inbox;
@@ -22,7 +23,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The `/api` routes (except `/api/openapi.json`) and the document describing them.
+/// The `/api` routes (except `/api/openapi.json`), the `/ai` routes, and
+/// the document describing them.
 pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(tasks::list_tasks, tasks::create_task))
@@ -46,5 +48,7 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(insights::insights))
         .routes(routes!(insights::alerts))
         .routes(routes!(insights::recommend))
+        .routes(routes!(ai::ai_reason))
+        .routes(routes!(ai::ai_reason_stream))
         .split_for_parts()
 }

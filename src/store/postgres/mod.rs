@@ -18,6 +18,7 @@ mod polls;
 mod search;
 mod stats;
 mod tasks;
+mod vectors;
 mod writer;
 
 use crate::clock::Millis;

@@ -12,6 +12,7 @@ mod polls;
 mod search;
 mod stats;
 mod tasks;
+mod vectors;
 mod writer;
 
 use crate::clock::Millis;
@@ -144,6 +145,7 @@ impl SqliteStore {
         batch: BatchPolicy,
         sink: Arc<dyn EventSink>,
     ) -> Result<Self, StoreError> {
+        vectors::register_sqlite_vec();
         let mut conn = write_opts.connect().await?;
         MIGRATOR.run(&mut conn).await?;
         let published: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
@@ -166,6 +168,7 @@ impl SqliteStore {
 
     /// Applies the migrations only; returns how many were applied now.
     pub async fn migrate_only(url: &str) -> Result<usize, StoreError> {
+        vectors::register_sqlite_vec();
         let mut conn = connect_options(url)?.connect().await?;
         let before: i64 = applied_migrations(&mut conn).await;
         MIGRATOR.run(&mut conn).await?;
