@@ -2,11 +2,13 @@
 //! SQLite file, and a WebSocket agent client that speaks the protocol.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod fake_discord;
 pub mod fake_embeddings;
 pub mod fake_openai;
 pub mod fake_twitch;
 pub mod http_api;
+pub mod pg_cluster;
 pub mod webdriver;
 
 use futures_util::{SinkExt, StreamExt};

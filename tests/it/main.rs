@@ -15,6 +15,7 @@ mod embeddings;
 mod mcp;
 mod metrics;
 mod multi_instance;
+mod pg_failover;
 mod polls;
 mod postgres;
 mod reason;
