@@ -207,6 +207,7 @@ fn prepare_twitch(
         dispatch.clone(),
         Arc::new(cfg.twitch.clone()),
         shutdown.clone(),
+        Duration::ZERO,
     )?)))
 }
 
@@ -432,8 +433,16 @@ fn log_front_doors(cfg: &Config, core: &Core, addr: SocketAddr) {
 /// Runs the Twitch front door whenever this instance owns the Twitch login.
 async fn owned_twitch(dispatch: Arc<Dispatcher>, cfg: Arc<Config>, shutdown: CancellationToken) {
     let twitch_cfg = Arc::new(cfg.twitch.clone());
-    crate::store::while_platform_owner(cfg.database.url.clone(), "twitch", shutdown, |term| {
-        let started = gateway::twitch::start(dispatch.clone(), twitch_cfg.clone(), term);
+    crate::store::while_platform_owner(cfg.database.url.clone(), "twitch", shutdown, |owned| {
+        // after another owner, its lines of the last window count against
+        // the account's budget too: send nothing for one window
+        let quiet = if owned.taken_over {
+            Duration::from_millis(twitch_cfg.outbound.window_ms)
+        } else {
+            Duration::ZERO
+        };
+        let started =
+            gateway::twitch::start(dispatch.clone(), twitch_cfg.clone(), owned.stop, quiet);
         async move {
             match started {
                 Ok(run) => run.await,
@@ -453,7 +462,8 @@ async fn owned_discord_gateway(
     shutdown: CancellationToken,
 ) {
     let dcfg = cfg.discord.clone();
-    crate::store::while_platform_owner(cfg.database.url.clone(), "discord", shutdown, |term| {
+    crate::store::while_platform_owner(cfg.database.url.clone(), "discord", shutdown, |owned| {
+        let term = owned.stop;
         let gateway =
             crate::gateway::discord::run_gateway(discord.clone(), dcfg.clone(), term.clone());
         let announcer = dcfg.announce_channel.filter(|c| *c != 0).map(|channel| {

@@ -86,24 +86,45 @@ pub fn is_shared(url: &str) -> bool {
     Backend::of_url(url) == Backend::Postgres
 }
 
+/// What a platform's runner gets each time this instance becomes the
+/// owner of the platform connection.
+#[derive(Debug, Clone)]
+pub struct PlatformOwnership {
+    /// Cancelled when ownership ends (the database session holding it
+    /// failed) or at shutdown; the runner must then stop using the
+    /// platform connection.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// True when another owner may have used the platform account moments
+    /// ago: this instance had to wait for ownership (another instance held
+    /// it) or held it before and lost it. Budgets kept per account (Twitch's
+    /// lines per window) must then be taken as spent for one window.
+    pub taken_over: bool,
+}
+
 /// Runs `term` while this instance owns `platform`'s connection (the
 /// Discord gateway, the Twitch login), until `stop`. On PostgreSQL one
 /// instance at a time owns it (an advisory lock on a dedicated
 /// connection, see [`postgres::leader`]) and another takes over within a
 /// few seconds of the owner dying; on SQLite (one server per file) this
-/// instance always owns it. `term` gets a token cancelled when ownership
-/// ends and must stop using the connection then.
+/// instance always owns it. `term` gets a [`PlatformOwnership`] whose token
+/// is cancelled when ownership ends; it must stop using the connection then.
 pub async fn while_platform_owner<F, Fut>(
     url: String,
     platform: &'static str,
     stop: tokio_util::sync::CancellationToken,
     term: F,
 ) where
-    F: Fn(tokio_util::sync::CancellationToken) -> Fut,
+    F: Fn(PlatformOwnership) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     match Backend::of_url(&url) {
-        Backend::Sqlite => term(stop).await,
+        Backend::Sqlite => {
+            term(PlatformOwnership {
+                stop,
+                taken_over: false,
+            })
+            .await
+        }
         Backend::Postgres => postgres::leader::while_owner(url, platform, stop, term).await,
     }
 }

@@ -72,6 +72,7 @@ impl ChildServer {
             database,
             log,
             env,
+            _dir: None,
         };
         srv.wait_healthy().await;
         srv
@@ -92,6 +93,46 @@ impl ChildServer {
                 self.output()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Starts `serve` on `database_url` (shared with in-process instances)
+    /// with fast sweeps, syncs and ack flushes plus `env`; its log goes to a
+    /// directory of its own.
+    pub async fn spawn(database_url: &str, env: &[(&str, String)]) -> ChildServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut all: Vec<(String, String)> = [
+            ("SWARMBRIDGE_TASKS__SWEEP_INTERVAL_MS", "50"),
+            ("SWARMBRIDGE_SYNC__ACK_FLUSH_MS", "50"),
+            ("RUST_LOG", "warn"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let mut srv = Self::start_on(dir.path(), database_url.to_string(), all).await;
+        srv._dir = Some(dir);
+        srv
+    }
+
+    /// Freezes the process with SIGSTOP, as a host that hangs or is cut off
+    /// from the network: its sockets stay open, it answers nothing.
+    pub fn freeze(&self) {
+        let stopped = Command::new("kill")
+            .args(["-STOP", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(stopped.success(), "SIGSTOP the child");
+    }
+
+    /// Kills the process with SIGKILL and reaps it: nothing of it runs
+    /// afterwards, and it said goodbye to no one.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill();
+        let deadline = Instant::now() + WAIT;
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "the killed child was not reaped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

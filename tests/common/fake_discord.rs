@@ -254,6 +254,29 @@ impl FakeDiscord {
         }
     }
 
+    /// Gateway sessions sent READY so far (each IDENTIFY or RESUME of any
+    /// bot instance).
+    pub fn ready_count(&self) -> u32 {
+        *self.shared.ready_sent.lock().unwrap()
+    }
+
+    /// Waits until `n` gateway sessions have been sent READY (panics after `within`).
+    pub async fn wait_ready_n(&self, n: u32, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.shared.changed.notified();
+            if self.ready_count() >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "only {} gateway session(s) identified within {within:?}, waiting for {n}",
+                    self.ready_count()
+                );
+            }
+        }
+    }
+
     /// Sends a dispatch (op 0) with event name `t` to every gateway session.
     pub fn dispatch(&self, t: &str, d: Value) {
         let seq = {

@@ -8,6 +8,7 @@ pub mod fake_embeddings;
 pub mod fake_openai;
 pub mod fake_twitch;
 pub mod http_api;
+pub mod pg_cluster;
 pub mod webdriver;
 
 use futures_util::{SinkExt, StreamExt};

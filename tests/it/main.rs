@@ -19,6 +19,7 @@ mod insights;
 mod mcp;
 mod metrics;
 mod multi_instance;
+mod pg_failover;
 mod polls;
 mod postgres;
 mod reason;

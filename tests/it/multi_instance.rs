@@ -277,6 +277,8 @@ async fn stopping_the_instance_that_owns_twitch_moves_the_login_to_another_withi
         cfg.twitch.cooldown_ms = 0;
         cfg.twitch.reconnect.base_ms = 100;
         cfg.twitch.reconnect.max_ms = 1_000;
+        // a new owner stays quiet for one window after a take-over
+        cfg.twitch.outbound.window_ms = 1_000;
     };
     // the first instance is alone when it starts, so it owns the login
     let mut owner = TestServer::spawn_on(Backend::Postgres, twitch_on).await;
@@ -392,4 +394,121 @@ async fn measure_claims_per_second_on_two_instances() {
         return;
     }
     measure_claims_per_second(2, 20_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_due_closes_once_with_every_instance_sweeping() {
+    if pg_or_skip("a_poll_due_closes_once_with_every_instance_sweeping").is_none() {
+        return;
+    }
+    let servers = cluster(3, |cfg| {
+        generous(cfg);
+        cfg.polls.min_duration_s = 1;
+        cfg.polls.sweep_interval_ms = 20;
+    })
+    .await;
+    let mut voters = Vec::new();
+    for (i, srv) in servers.iter().enumerate() {
+        voters.push(srv.agent(&format!("voter-{i}"), &[]).await);
+    }
+    let mut op = servers[0].operator("pollster").await;
+    let poll = op
+        .ok(
+            json!({"type":"poll.open","question":"ship?","options":["yes","no"],"duration_s":1}),
+            "poll",
+        )
+        .await["poll"]
+        .clone();
+    for (i, v) in voters.iter_mut().enumerate() {
+        let closed = v.event("poll.closed").await;
+        assert_eq!(
+            closed["data"]["poll"]["id"], poll["id"],
+            "instance {i}: {closed}"
+        );
+        // every instance keeps sweeping; a second close would arrive now
+        while let Some(f) = v.recv_within(Duration::from_millis(300)).await {
+            assert!(
+                !(f["type"] == "event" && f["kind"] == "poll.closed"),
+                "instance {i} saw the poll close twice: {f}"
+            );
+        }
+    }
+    let core = servers[2].running.as_ref().expect("running").core.clone();
+    let closes = core
+        .store
+        .recent_events(1000)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.kind.as_str() == "poll.closed")
+        .count();
+    assert_eq!(closes, 1, "one poll.closed event in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_notifications_recounts_tasks_when_it_catches_up() {
+    let Some(admin) = pg_or_skip("an_instance_that_missed_notifications_recounts_tasks") else {
+        return;
+    };
+    let servers = cluster(2, generous).await;
+    let watcher = servers[1].running.as_ref().expect("running").core.clone();
+    // cut every LISTEN session of this database: notifications sent now are lost
+    let name = servers[0]
+        .cfg
+        .database
+        .url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_string();
+    let admin_pool = sqlx::PgPool::connect(&admin).await.expect("admin connects");
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(&name)
+    .fetch_all(&admin_pool)
+    .await
+    .expect("terminate listeners");
+    admin_pool.close().await;
+    assert!(!cut.is_empty(), "no LISTEN session found to cut");
+
+    let mut worker = servers[0].operator("worker").await;
+    for i in 0..5 {
+        worker.create_task(json!({"title": format!("t{i}")})).await;
+    }
+    for _ in 0..2 {
+        worker.ok(json!({"type":"task.claim"}), "task").await;
+    }
+    let r = worker.ok(json!({"type":"task.claim"}), "task").await;
+    worker
+        .ok(
+            json!({"type":"task.complete","task_id":r["task"]["id"]}),
+            "task",
+        )
+        .await;
+    let want = servers[0]
+        .running
+        .as_ref()
+        .expect("running")
+        .core
+        .task_counts();
+    assert_eq!(
+        (
+            want.0[TaskState::Open.index()],
+            want.0[TaskState::Claimed.index()],
+            want.0[TaskState::Done.index()]
+        ),
+        (2, 2, 1),
+        "{want:?}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while watcher.task_counts() != want {
+        assert!(
+            Instant::now() < deadline,
+            "the other instance counts {:?}, the database {want:?}",
+            watcher.task_counts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

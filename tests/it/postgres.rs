@@ -42,6 +42,20 @@ async fn unreachable_postgres_at_start_is_an_error_naming_the_url_without_its_pa
     assert!(!out.status.success(), "exit status {:?}", out.status);
     assert!(stderr.contains("postgres://bot:***@"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+
+    // and `serve` refuses to start, naming the URL without its password
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("SWARMBRIDGE_DATABASE_URL", &url)
+        .env("SWARMBRIDGE_LISTEN", "127.0.0.1:0")
+        .env_remove("SWARMBRIDGE_CONFIG")
+        .output()
+        .expect("binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "serve exit status; {stderr}");
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+    assert!(stderr.contains("postgres://bot:***@127.0.0.1:"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
 }
 
 #[tokio::test]

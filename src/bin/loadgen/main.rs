@@ -18,6 +18,7 @@ mod crash;
 mod fanout;
 mod idle;
 mod latency;
+mod postgres;
 mod reconnect;
 mod startup;
 
@@ -155,6 +156,25 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         lease_s: u64,
     },
+    /// Claims and cross-instance event latency on PostgreSQL, with one or
+    /// more instances sharing a fresh database at `--url`'s server.
+    Pg {
+        /// PostgreSQL server URL; each step creates (and drops) its own database there.
+        #[arg(long, env = "SWARMBRIDGE_TEST_PG")]
+        url: String,
+        /// Instance counts, one step each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        instances: Vec<usize>,
+        /// Agents claiming and completing concurrently, spread over the instances.
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        /// Tasks per step (each is claimed and completed once).
+        #[arg(long, default_value_t = 20000)]
+        tasks: usize,
+        /// Messages sent one after the other for the cross-instance latency (0: none).
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+    },
     /// Registers (and caches) the agents every scenario needs with its
     /// default arguments, so later runs start at once.
     Prepare,
@@ -237,6 +257,26 @@ fn main() -> anyhow::Result<()> {
                     lease_s: *lease_s,
                 })
                 .await
+            }
+            Cmd::Pg {
+                url,
+                instances,
+                agents,
+                tasks,
+                messages,
+            } => {
+                anyhow::ensure!(
+                    *agents > 0 && *tasks > 0,
+                    "--agents and --tasks must be positive"
+                );
+                let plan = postgres::PgPlan {
+                    url: url.clone(),
+                    instances: instances.clone(),
+                    agents: *agents,
+                    tasks: *tasks,
+                    messages: *messages,
+                };
+                postgres::pg(&bin()?, &plan).await
             }
             Cmd::Idle { conns } => idle::idle(&bin()?, *conns).await,
             Cmd::Claims { agents, tasks } => claims::claims(&bin()?, *agents, *tasks).await,

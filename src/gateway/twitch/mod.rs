@@ -71,10 +71,14 @@ pub fn describe(cfg: &TwitchConfig) -> String {
 
 /// Prepares the front door (claiming the process's Twitch slot) and returns
 /// the task to spawn; it runs until `shutdown` and stops everything it started.
+/// Nothing is said in chat for the first `quiet` (lines queue meanwhile): a
+/// new owner of the login after a hand-over waits out the window whose
+/// budget the previous owner may have spent.
 pub fn start(
     dispatch: Arc<Dispatcher>,
     cfg: Arc<TwitchConfig>,
     shutdown: CancellationToken,
+    quiet: Duration,
 ) -> Result<impl Future<Output = ()> + Send + 'static, TwitchError> {
     let stop = shutdown.child_token();
     let link = Link::new(
@@ -88,9 +92,9 @@ pub fn start(
     let guard = transport::install(link.clone())?;
     Ok(async move {
         if cfg.server.is_some() {
-            run::<PlainTransport>(dispatch, cfg, link, stop).await;
+            run::<PlainTransport>(dispatch, cfg, link, stop, quiet).await;
         } else {
-            run::<TlsTransport>(dispatch, cfg, link, stop).await;
+            run::<TlsTransport>(dispatch, cfg, link, stop, quiet).await;
         }
         drop(guard);
     })
@@ -143,6 +147,7 @@ async fn run<T: Transport>(
     cfg: Arc<TwitchConfig>,
     link: Arc<Link>,
     stop: CancellationToken,
+    quiet: Duration,
 ) {
     let core = dispatch.core().clone();
     let creds = cfg.credentials();
@@ -176,6 +181,14 @@ async fn run<T: Transport>(
         return;
     }
     let outbound = Outbound::new(cfg.outbound.clone());
+    if !quiet.is_zero() {
+        tracing::info!(
+            platform = "twitch",
+            quiet_ms = quiet.as_millis() as u64,
+            "twitch: took the login over from another instance; quiet for one window (the account's line budget may be spent)"
+        );
+        outbound.quiet_until(Instant::now() + quiet);
+    }
     let mut tasks = JoinSet::new();
     if answering {
         let sink: Arc<dyn ChatSink> = Arc::new(IrcSink(client.clone()));

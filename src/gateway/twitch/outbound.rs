@@ -80,6 +80,8 @@ struct Queue {
     items: VecDeque<Pending>,
     channels: HashMap<String, ChannelState>,
     dropped_announcements: u64,
+    /// Nothing is sent before this (see [`Outbound::quiet_until`]).
+    quiet_until: Option<Instant>,
 }
 
 /// Counters of the outbound path (for tests, logs and metrics).
@@ -235,6 +237,14 @@ impl Outbound {
         self.wake.notify_one();
     }
 
+    /// Sends nothing before `until`; lines queue meanwhile. A new owner of
+    /// the Twitch login after a hand-over cannot know how much of the
+    /// account's budget the previous owner spent, so it waits one window.
+    pub fn quiet_until(&self, until: Instant) {
+        self.lock().quiet_until = Some(until);
+        self.wake.notify_one();
+    }
+
     /// Lines waiting.
     pub fn len(&self) -> usize {
         self.lock().items.len()
@@ -293,6 +303,9 @@ impl Outbound {
         let dup_window = Duration::from_millis(self.cfg.duplicate_window_ms);
         let ttl = Duration::from_millis(self.cfg.reply_ttl_ms);
         let mut q = self.lock();
+        if let Some(until) = q.quiet_until.filter(|t| *t > now) {
+            return Next::Wait(Some(until - now));
+        }
         let before = q.items.len();
         q.items
             .retain(|p| p.kind != Kind::Reply || now.duration_since(p.at) < ttl);
@@ -529,6 +542,25 @@ mod tests {
         o.push_reply("c", None, "m2", "a", "x".into());
         let texts: Vec<String> = drain(&o).into_iter().map(|l| l.text).collect();
         assert_eq!(texts, ["3 tasks done", "3 tasks done (2)", "@a x"]);
+    }
+
+    #[test]
+    fn nothing_goes_out_while_quiet_and_everything_queued_goes_after() {
+        let o = out(20);
+        o.set_joined("c", 1);
+        let start = Instant::now();
+        o.quiet_until(start + Duration::from_secs(30));
+        o.push_announce("c", "hello".into());
+        o.push_reply("c", None, "m1", "a", "x".into());
+        assert!(matches!(
+            o.take_next(start, 1),
+            Next::Wait(Some(d)) if d == Duration::from_secs(30)
+        ));
+        let mut sent = 0;
+        while let Next::Send(_) = o.take_next(start + Duration::from_secs(30), 1) {
+            sent += 1;
+        }
+        assert_eq!(sent, 2);
     }
 
     #[test]

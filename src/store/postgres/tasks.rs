@@ -69,27 +69,61 @@ async fn lock_task(conn: &mut PgConnection, id: i64) -> Result<Option<Task>, Sto
     row.as_ref().map(task_from_row).transpose()
 }
 
-/// Writes every mutable column of `t` back.
-async fn save_task(conn: &mut PgConnection, t: &Task) -> Result<(), StoreError> {
+/// Writes every mutable column of `t` back and applies the core's
+/// run-record decision ([`run_changes`]: at most one of "close the open
+/// run" and "open a run") in the same statement, one round trip per task
+/// change. A close with no open run to close (a claim made before runs
+/// were recorded) records a closed run for the holder instead.
+const SAVE_TASK_AND_RUN: &str = "\
+    WITH saved AS ( \
+        UPDATE tasks SET state = $2, assignee = $3, lease_expires_at = $4, attempts = $5, \
+            updated_at = $6, result = $7, error = $8, progress = $9, percent = $10, \
+            claimed_at = CASE WHEN $2 = 'claimed' AND state <> 'claimed' THEN $6 ELSE claimed_at END \
+        WHERE id = $1), \
+    closed AS ( \
+        UPDATE task_runs SET ended_at = $6, outcome = $11 \
+        WHERE $11::text IS NOT NULL AND task_id = $1 AND ended_at IS NULL RETURNING 1), \
+    closed_unopened AS ( \
+        INSERT INTO task_runs (task_id, agent, claimed_at, ended_at, outcome) \
+        SELECT id, $12, COALESCE(claimed_at, $6), $6, $11 FROM tasks \
+        WHERE $11::text IS NOT NULL AND id = $1 AND NOT EXISTS (SELECT 1 FROM closed)), \
+    opened AS ( \
+        INSERT INTO task_runs (task_id, agent, claimed_at) \
+        SELECT $1, $13, $6 WHERE $13::text IS NOT NULL) \
+    SELECT 1";
+
+/// Saves `t` (changed from state `before`, held by `holder`) with its run record.
+async fn save_task(
+    conn: &mut PgConnection,
+    before: TaskState,
+    holder: Option<&str>,
+    t: &Task,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    let (mut close, mut open) = (None, None);
+    for change in run_changes(before, holder, t, events) {
+        match change {
+            RunChange::Close { outcome, holder } => close = Some((outcome, holder)),
+            RunChange::Open { agent } => open = Some(agent),
+        }
+    }
     let result = t.result.as_ref().map(|v| v.to_string());
-    sqlx::query(
-        "UPDATE tasks SET state = $2, assignee = $3, lease_expires_at = $4, attempts = $5, \
-         updated_at = $6, result = $7, error = $8, progress = $9, percent = $10, \
-         claimed_at = CASE WHEN $2 = 'claimed' AND state <> 'claimed' THEN $6 ELSE claimed_at END \
-         WHERE id = $1",
-    )
-    .bind(t.id)
-    .bind(t.state.as_str())
-    .bind(&t.assignee)
-    .bind(t.lease_expires_at)
-    .bind(t.attempts)
-    .bind(t.updated_at)
-    .bind(result)
-    .bind(&t.error)
-    .bind(&t.progress)
-    .bind(t.percent)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(SAVE_TASK_AND_RUN)
+        .bind(t.id)
+        .bind(t.state.as_str())
+        .bind(&t.assignee)
+        .bind(t.lease_expires_at)
+        .bind(t.attempts)
+        .bind(t.updated_at)
+        .bind(result)
+        .bind(&t.error)
+        .bind(&t.progress)
+        .bind(t.percent)
+        .bind(close.as_ref().map(|(outcome, _)| *outcome))
+        .bind(close.as_ref().map(|(_, holder)| holder.as_str()))
+        .bind(open.as_deref())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -110,56 +144,6 @@ async fn lock_and_count_claims(conn: &mut PgConnection, agent: &str) -> Result<i
     )
 }
 
-/// Applies the core's run-record decision for one task change.
-async fn record_run(
-    conn: &mut PgConnection,
-    before: TaskState,
-    holder: Option<&str>,
-    task: &Task,
-    events: &[NewEvent],
-    now: Millis,
-) -> Result<(), StoreError> {
-    for change in run_changes(before, holder, task, events) {
-        match change {
-            RunChange::Close { outcome, holder } => {
-                let closed = sqlx::query(
-                    "UPDATE task_runs SET ended_at = $2, outcome = $3 \
-                     WHERE task_id = $1 AND ended_at IS NULL",
-                )
-                .bind(task.id)
-                .bind(now)
-                .bind(outcome)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                if closed == 0 {
-                    sqlx::query(
-                        "INSERT INTO task_runs (task_id, agent, claimed_at, ended_at, outcome) \
-                         SELECT id, $2, COALESCE(claimed_at, $3), $3, $4 FROM tasks WHERE id = $1",
-                    )
-                    .bind(task.id)
-                    .bind(holder)
-                    .bind(now)
-                    .bind(outcome)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-            }
-            RunChange::Open { agent } => {
-                sqlx::query(
-                    "INSERT INTO task_runs (task_id, agent, claimed_at) VALUES ($1, $2, $3)",
-                )
-                .bind(task.id)
-                .bind(agent)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Applies `change` to a loaded (locked) task and writes it and its run record.
 async fn apply_change(
     conn: &mut PgConnection,
@@ -171,8 +155,7 @@ async fn apply_change(
     let before = task.state;
     task.updated_at = now;
     let events = change(&mut task, now)?;
-    save_task(conn, &task).await?;
-    record_run(conn, before, holder.as_deref(), &task, &events, now).await?;
+    save_task(conn, before, holder.as_deref(), &task, &events).await?;
     let delta = count_delta(Some(before), task.state);
     Ok((task, events, delta))
 }
