@@ -12,6 +12,7 @@ mod cli;
 mod dashboard;
 mod discord;
 mod embeddings;
+mod fuzz_corpus;
 mod mcp;
 mod metrics;
 mod multi_instance;
