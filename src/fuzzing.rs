@@ -24,9 +24,12 @@ use serde_json::Value;
 use std::sync::OnceLock;
 use twitch_irc::message::{IRCMessage, ServerMessage};
 
+/// One fuzz target: bytes from outside in, a panic on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as `fuzz/fuzz_targets/<name>.rs` and the corpus
 /// folders `fuzz/corpus/<name>/` and `fuzz/regressions/<name>/` name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ws_frame", ws_frame),
     ("twitch_irc", twitch_irc),
     ("twitch_command", twitch_command),
@@ -241,9 +244,8 @@ pub fn discord_interaction(data: &[u8]) {
             }
         }
         Interaction::Component(c) => {
-            if parse_vote_button(&c.data.custom_id).is_none() {
-                let _ = parse_button(&c.data.custom_id);
-            }
+            let id = &c.data.custom_id;
+            let _ = parse_vote_button(id).is_some() || parse_button(id).is_some();
         }
         _ => {}
     }
@@ -274,7 +276,11 @@ pub fn reason_sse(data: &[u8]) {
         events.extend(decoder.finish());
         events
     };
-    assert_eq!(events(body.len().max(1)), events(step), "split every {step}");
+    assert_eq!(
+        events(body.len().max(1)),
+        events(step),
+        "split every {step}"
+    );
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(body.len() + 1);
     let mut sink = DeltaSink::new(&tx);

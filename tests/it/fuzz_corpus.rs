@@ -67,10 +67,9 @@ fn every_crash_the_fuzzers_found_replays_without_a_panic() {
 
 #[test]
 fn every_target_has_a_libfuzzer_binary_of_its_name() {
-    let manifest = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml"),
-    )
-    .expect("fuzz/Cargo.toml");
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml"))
+            .expect("fuzz/Cargo.toml");
     for (name, _) in swarmbridge::fuzzing::TARGETS {
         assert!(
             manifest.contains(&format!("name = \"{name}\"")),
