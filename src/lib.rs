@@ -18,6 +18,9 @@ pub mod core;
 pub mod dispatch;
 /// Embeddings for semantic search: OpenAI-compatible client, local model, ranking.
 pub mod embed;
+/// Entry points for the fuzz targets in `fuzz/` and the corpus replay test.
+#[doc(hidden)]
+pub mod fuzzing;
 /// The front doors: WebSocket, HTTP, dashboard, MCP, A2A, Discord, Twitch.
 pub mod gateway;
 /// Rate limits per caller and class (governor).

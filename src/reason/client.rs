@@ -420,7 +420,13 @@ fn empty_answer() -> AttemptFailure {
 
 async fn read_json(response: reqwest::Response) -> Result<Completion, AttemptFailure> {
     let body = response.bytes().await.map_err(transport_failure)?;
-    let json: Value = serde_json::from_slice(&body).map_err(|err| {
+    answer_from_json(&body)
+}
+
+/// A whole (non-streamed) chat-completions answer: the first choice's text
+/// and confidence, or why the body is not a usable answer.
+pub(crate) fn answer_from_json(body: &[u8]) -> Result<Completion, AttemptFailure> {
+    let json: Value = serde_json::from_slice(body).map_err(|err| {
         invalid_answer(format!(
             "the reasoning backend's answer is not chat-completions JSON ({err})"
         ))
@@ -466,12 +472,21 @@ async fn read_event_stream(
     response: reqwest::Response,
     sink: &mut DeltaSink<'_>,
 ) -> Result<Completion, AttemptFailure> {
-    let mut body = response.bytes_stream();
+    answer_from_event_stream(response.bytes_stream(), sink).await
+}
+
+/// A streamed answer read from the body's pieces as they arrive: each
+/// event's delta passed to `sink`, up to `[DONE]` or the end of the body.
+pub(crate) async fn answer_from_event_stream<B: AsRef<[u8]>>(
+    body: impl futures_util::Stream<Item = Result<B, reqwest::Error>>,
+    sink: &mut DeltaSink<'_>,
+) -> Result<Completion, AttemptFailure> {
+    let mut body = std::pin::pin!(body);
     let mut decoder = SseDecoder::default();
     let mut answer = StreamedAnswer::default();
     'read: while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(transport_failure)?;
-        for data in decoder.push(&chunk) {
+        for data in decoder.push(chunk.as_ref()) {
             if answer.apply(&data, sink).await? == StreamStep::Done {
                 break 'read;
             }

@@ -44,11 +44,15 @@ pub use confidence::{confidence_from_logprobs, LogprobTally};
 pub use modes::{Mode, ModePreset, UnknownMode};
 
 use cache::{follow, Flight, SingleFlight};
-use client::{ChatClient, ChatRequest, Completion, DeltaSink, Retry};
+use client::{ChatClient, ChatRequest, Retry};
 // Shared with the embeddings client, which speaks the same HTTP conventions.
 pub(crate) use client::{
     backend_error_message, judge_status, retry_after, root_cause, status_message, StatusVerdict,
     MAX_RETRY_AFTER,
+};
+// What the fuzz targets (`crate::fuzzing`) feed a backend's answers through.
+pub(crate) use client::{
+    answer_from_event_stream, answer_from_json, Completion, DeltaSink, SseDecoder,
 };
 use modes::ModePresets;
 

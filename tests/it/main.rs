@@ -16,6 +16,7 @@ mod discord;
 mod embeddings;
 mod inbox;
 mod insights;
+mod fuzz_corpus;
 mod mcp;
 mod metrics;
 mod multi_instance;

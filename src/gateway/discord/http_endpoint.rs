@@ -48,24 +48,17 @@ pub async fn interactions(
     if let Err(why) = fresh(timestamp, app.cfg.discord.interactions_max_age_s) {
         return unsigned(&why);
     }
-    let raw: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
+    let interaction = match read_body(&body) {
+        Ok(SignedBody::Ping) => return Json(serde_json::json!({ "type": 1 })).into_response(),
+        Ok(SignedBody::Interaction(i)) => *i,
+        Err(BodyError::NotJson(e)) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("bad JSON: {e}"),
             )
         }
-    };
-    // PING is answered before any model parsing, so endpoint validation
-    // cannot fail on fields Discord adds later.
-    if raw.get("type").and_then(|t| t.as_u64()) == Some(PING) {
-        return Json(serde_json::json!({ "type": 1 })).into_response();
-    }
-    let interaction: Interaction = match serde_json::from_value(raw) {
-        Ok(i) => i,
-        Err(e) => {
+        Err(BodyError::NotInteraction(e)) => {
             tracing::warn!(platform = "discord", error = %e, "unparseable interaction");
             return json_error(
                 StatusCode::BAD_REQUEST,
@@ -111,6 +104,39 @@ fn fresh(timestamp: &str, max_age_s: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A signed request body, read.
+#[derive(Debug)]
+pub enum SignedBody {
+    /// Discord's PING (endpoint validation): answered with PONG.
+    Ping,
+    /// Any other interaction, for the shared handler.
+    Interaction(Box<Interaction>),
+}
+
+/// Why a signed body could not be read (each answered 400).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Not JSON at all.
+    #[error("bad JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// JSON, but not an interaction serenity understands.
+    #[error("not an interaction: {0}")]
+    NotInteraction(serde_json::Error),
+}
+
+/// Reads a body whose signature was checked: PING is recognised before any
+/// model parsing, so endpoint validation cannot fail on fields Discord adds
+/// later; anything else must parse as an [`Interaction`].
+pub fn read_body(body: &[u8]) -> Result<SignedBody, BodyError> {
+    let raw: serde_json::Value = serde_json::from_slice(body).map_err(BodyError::NotJson)?;
+    if raw.get("type").and_then(|t| t.as_u64()) == Some(PING) {
+        return Ok(SignedBody::Ping);
+    }
+    serde_json::from_value(raw)
+        .map(|i| SignedBody::Interaction(Box::new(i)))
+        .map_err(BodyError::NotInteraction)
 }
 
 fn off() -> Response {

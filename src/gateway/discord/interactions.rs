@@ -4,7 +4,7 @@
 //! dispatcher and says how to answer. It sends nothing itself.
 
 use super::render;
-use crate::catalog::{ArgValue, Args, CommandSpec, OptionKind, Surface};
+use crate::catalog::{ArgValue, Args, Catalog, CommandSpec, OptionKind, Surface};
 use crate::config::DiscordConfig;
 use crate::core::command::{Command, Reply};
 use crate::core::error::CoreError;
@@ -16,8 +16,8 @@ use serenity::builder::{
     CreateAutocompleteResponse, CreateInteractionResponse, CreateInteractionResponseMessage,
 };
 use serenity::model::application::{
-    CommandDataOption, CommandDataOptionValue, CommandInteraction, ComponentInteraction,
-    Interaction,
+    CommandData, CommandDataOption, CommandDataOptionValue, CommandInteraction,
+    ComponentInteraction, Interaction,
 };
 use serenity::model::guild::Member;
 use serenity::model::user::User;
@@ -126,6 +126,24 @@ fn to_args(spec: &CommandSpec, options: &[CommandDataOption]) -> Result<Args, Co
     Ok(args)
 }
 
+/// The command a slash command invocation asks for: its catalog entry
+/// (group and subcommand flattened), its option values checked against
+/// that entry, then the one command parser. `not_found` for a command the
+/// catalog does not offer on Discord, `bad_request` for bad values.
+pub fn slash_command(catalog: &Catalog, data: &CommandData) -> Result<Command, CoreError> {
+    let (name, options) = flatten(&data.name, &data.options);
+    let Some(spec) = catalog
+        .commands()
+        .iter()
+        .find(|s| s.name == name && s.on(Surface::Discord))
+    else {
+        return Err(CoreError::NotFound(format!(
+            "/{name} is not a command here; try /help"
+        )));
+    };
+    to_args(spec, &options).and_then(|a| parse::chat_command(spec.ws_type(), &a))
+}
+
 impl InteractionHandler {
     /// A handler over the core, the shared rate limits and the role maps of `cfg`.
     pub fn new(dispatch: Arc<Dispatcher>, cfg: &DiscordConfig) -> Self {
@@ -213,24 +231,11 @@ impl InteractionHandler {
     async fn command(&self, c: CommandInteraction) -> Outcome {
         let who = Who::of(&c.user, c.member.as_deref());
         let caller = self.caller(&who);
-        let (name, options) = flatten(&c.data.name, &c.data.options);
-        tracing::debug!(command = %name, identity = %caller.identity, "slash command");
-        let Some(spec) = self
-            .core
-            .catalog
-            .commands()
-            .iter()
-            .find(|s| s.name == name && s.on(Surface::Discord))
-        else {
-            return error(&CoreError::NotFound(format!(
-                "/{name} is not a command here; try /help"
-            )));
+        tracing::debug!(command = %c.data.name, identity = %caller.identity, "slash command");
+        let cmd = match slash_command(&self.core.catalog, &c.data) {
+            Ok(cmd) => cmd,
+            Err(e) => return error(&e),
         };
-        let cmd =
-            match to_args(spec, &options).and_then(|a| parse::chat_command(spec.ws_type(), &a)) {
-                Ok(cmd) => cmd,
-                Err(e) => return error(&e),
-            };
         // reasoning may take longer than Discord waits for an answer: defer
         let deferred = match &cmd {
             Command::Reason { prompt, .. } => Some(prompt.clone()),

@@ -363,14 +363,9 @@ impl Door {
         if m.sender.login.eq_ignore_ascii_case(&self.login) {
             return; // our own line relayed back: never answer it
         }
-        let Some(rest) = m.message_text.trim_start().strip_prefix(&self.cfg.prefix) else {
+        let Some((alias, args)) = split_command(&m.message_text, &self.cfg.prefix) else {
             return;
         };
-        let (alias, args) = match rest.split_once(char::is_whitespace) {
-            Some((a, r)) => (a, r.trim()),
-            None => (rest, ""),
-        };
-        let alias = alias.to_ascii_lowercase();
         let core = self.core.clone();
         let Some(spec) = core
             .catalog
@@ -515,9 +510,21 @@ impl Door {
     }
 }
 
+/// A chat line that starts with `prefix` (after blanks) as its alias,
+/// lowercased, and the argument text after it, trimmed: `!Task 42` →
+/// (`task`, `42`). None for a line that is not a command.
+pub fn split_command<'a>(text: &'a str, prefix: &str) -> Option<(String, &'a str)> {
+    let rest = text.trim_start().strip_prefix(prefix)?;
+    let (alias, args) = match rest.split_once(char::is_whitespace) {
+        Some((a, r)) => (a, r.trim()),
+        None => (rest, ""),
+    };
+    Some((alias.to_ascii_lowercase(), args))
+}
+
 /// The coalescing key of a read-only query (a viewer command of the
 /// `requests` class): equal questions from the same role get one answer.
-fn query_key(spec: &CommandSpec, args: &str, role: Role) -> Option<String> {
+pub fn query_key(spec: &CommandSpec, args: &str, role: Role) -> Option<String> {
     if !spec.read_only || spec.role != Role::Viewer || args.chars().count() > MAX_KEY_ARGS {
         return None;
     }
