@@ -16,6 +16,14 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../commands/messages.toml"),
     ),
     ("polls.toml", include_str!("../../commands/polls.toml")),
+    (
+        "schedules.toml",
+        include_str!("../../commands/schedules.toml"),
+    ),
+    (
+        "allocation.toml",
+        include_str!("../../commands/allocation.toml"),
+    ),
 ];
 
 #[derive(Debug, Deserialize)]

@@ -3,9 +3,11 @@
 //! [`Core::execute`], its wire form in `dispatch::parse` and its entry in
 //! `commands/*.toml`; front doors only render the new [`Reply`] if it has one.
 
+use super::allocation::Recommendation;
 use super::error::CoreError;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::polls::{NewPoll, Poll};
+use super::schedules::{NewSchedule, Schedule};
 use super::search::{SearchRequest, SearchResults};
 use super::Core;
 use crate::reason::ReasonAnswer;
@@ -141,6 +143,30 @@ pub enum Command {
         /// The command asked about; None: all the caller may run.
         command: Option<String>,
     },
+    /// Create a schedule (operator).
+    ScheduleAdd(NewSchedule),
+    /// Every schedule.
+    ScheduleList,
+    /// Stop a schedule firing until resumed (operator).
+    SchedulePause {
+        /// The schedule.
+        schedule_id: i64,
+    },
+    /// Let a paused schedule fire again from its next occurrence (operator).
+    ScheduleResume {
+        /// The schedule.
+        schedule_id: i64,
+    },
+    /// Delete a schedule (operator).
+    ScheduleDelete {
+        /// The schedule.
+        schedule_id: i64,
+    },
+    /// Rank the online agents that can do a task (operator).
+    TaskRecommend {
+        /// The task.
+        task_id: i64,
+    },
 }
 
 /// The protocol name of every command variant, in declaration order: what
@@ -168,6 +194,12 @@ pub const COMMAND_NAMES: &[&str] = &[
     "search",
     "reason",
     "help",
+    "schedule.add",
+    "schedule.list",
+    "schedule.pause",
+    "schedule.resume",
+    "schedule.delete",
+    "task.recommend",
 ];
 
 impl Command {
@@ -196,6 +228,12 @@ impl Command {
             Command::Search(_) => "search",
             Command::Reason { .. } => "reason",
             Command::Help { .. } => "help",
+            Command::ScheduleAdd(_) => "schedule.add",
+            Command::ScheduleList => "schedule.list",
+            Command::SchedulePause { .. } => "schedule.pause",
+            Command::ScheduleResume { .. } => "schedule.resume",
+            Command::ScheduleDelete { .. } => "schedule.delete",
+            Command::TaskRecommend { .. } => "task.recommend",
         }
     }
 
@@ -210,7 +248,8 @@ impl Command {
             | Command::TaskRelease { task_id }
             | Command::TaskGet { task_id }
             | Command::TaskCancel { task_id, .. }
-            | Command::TaskAssign { task_id, .. } => Some(*task_id),
+            | Command::TaskAssign { task_id, .. }
+            | Command::TaskRecommend { task_id } => Some(*task_id),
             _ => None,
         }
     }
@@ -244,6 +283,12 @@ pub enum Reply {
         /// The command asked about, if any.
         command: Option<String>,
     },
+    /// One schedule (`schedule.add`, `schedule.pause`, `schedule.resume`).
+    Schedule(Schedule),
+    /// `schedule.list`.
+    Schedules(Vec<Schedule>),
+    /// `task.recommend`.
+    Recommendation(Recommendation),
 }
 
 impl Core {
@@ -333,6 +378,21 @@ impl Core {
                 Ok(Reply::Reason(self.reason(&prompt, mode, deltas).await?))
             }
             Command::Help { command } => Ok(Reply::Help { command }),
+            Command::ScheduleAdd(new) => Ok(Reply::Schedule(self.add_schedule(caller, new).await?)),
+            Command::ScheduleList => Ok(Reply::Schedules(self.list_schedules().await?)),
+            Command::SchedulePause { schedule_id } => {
+                Ok(Reply::Schedule(self.pause_schedule(schedule_id).await?))
+            }
+            Command::ScheduleResume { schedule_id } => {
+                Ok(Reply::Schedule(self.resume_schedule(schedule_id).await?))
+            }
+            Command::ScheduleDelete { schedule_id } => {
+                self.delete_schedule(schedule_id).await?;
+                Ok(Reply::Ok)
+            }
+            Command::TaskRecommend { task_id } => {
+                Ok(Reply::Recommendation(self.recommend_task(task_id).await?))
+            }
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The coordination core: tasks under leases, agents, durable events,
-//! messages, polls and search. No Discord, Twitch, WebSocket or SQL types: front doors parse
+//! messages, polls, search and schedules. No Discord, Twitch, WebSocket or SQL types: front doors parse
 //! into [`command::Command`], hand it to [`crate::dispatch`] (which applies
 //! the policy and calls the core), and render the [`command::Reply`].
 
 pub mod acks;
 pub mod agents;
+pub mod allocation;
 pub mod command;
 pub mod error;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod messages;
 pub mod model;
 pub mod polls;
 pub mod reasoning;
+pub mod schedules;
 pub mod search;
 pub mod stats;
 pub mod store;
@@ -44,6 +46,8 @@ pub struct Core {
     pub catalog: Arc<crate::catalog::Catalog>,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
+    /// `[schedules]`, set once at start-up ([`Core::configure_schedules`]).
+    schedules_cfg: std::sync::OnceLock<schedules::SchedulesConfig>,
     started: Instant,
 }
 
@@ -67,6 +71,7 @@ impl Core {
             limits,
             polls_cfg,
             acks: AckBook::default(),
+            schedules_cfg: std::sync::OnceLock::new(),
             started: Instant::now(),
         })
     }

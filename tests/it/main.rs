@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod allocation;
 mod api;
 mod browser;
 mod catalog_limits;
@@ -19,6 +20,7 @@ mod polls;
 mod postgres;
 mod reason;
 mod reason_surfaces;
+mod schedules;
 mod search;
 mod smoke;
 mod storage;

@@ -5,12 +5,14 @@
 //! the WebSocket's; every `/api` route is in `/api/openapi.json`.
 
 pub mod agents;
+pub mod allocation;
 pub mod caller;
 pub mod events;
 pub mod openapi;
 pub mod polls;
 pub mod probe;
 pub mod reason;
+pub mod schedules;
 pub mod search;
 pub mod status;
 pub mod tasks;
@@ -40,5 +42,10 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(search::search))
         .routes(routes!(reason::reason))
         .routes(routes!(reason::reason_stream))
+        .routes(routes!(schedules::schedule_list, schedules::schedule_add))
+        .routes(routes!(schedules::schedule_pause))
+        .routes(routes!(schedules::schedule_resume))
+        .routes(routes!(schedules::schedule_delete))
+        .routes(routes!(allocation::recommend))
         .split_for_parts()
 }
