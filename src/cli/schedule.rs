@@ -86,7 +86,14 @@ pub(super) async fn run(cfg: &Config, cmd: ScheduleCmd) -> anyhow::Result<()> {
             every,
             timezone,
             start_at,
-            action: Some(if broadcast.is_some() { "broadcast" } else { "task" }.into()),
+            action: Some(
+                if broadcast.is_some() {
+                    "broadcast"
+                } else {
+                    "task"
+                }
+                .into(),
+            ),
             title,
             body,
             requires,

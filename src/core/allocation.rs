@@ -256,21 +256,29 @@ mod tests {
 
     #[test]
     fn fast_reliable_agents_rank_above_new_ones_and_new_above_flaky() {
-        let stats = [
-            stat("fast", 20, 0, 500),
-            stat("flaky", 10, 10, 500),
-            stat("slow", 20, 0, 5000),
-        ];
-        let agents: Vec<(String, i64)> = ["slow", "new", "flaky", "fast"]
+        let stats = [stat("fast", 20, 0, 500), stat("flaky", 5, 15, 500)];
+        let agents: Vec<(String, i64)> = ["new", "flaky", "fast"]
             .iter()
             .map(|a| (a.to_string(), 0))
             .collect();
         let ranked = rank(&["rust".into()], &agents, &stats);
-        assert_eq!(names(&ranked)[0], "fast");
-        let pos = |n: &str| names(&ranked).iter().position(|x| *x == n).unwrap();
-        assert!(pos("new") < pos("flaky"), "{ranked:?}");
+        assert_eq!(names(&ranked), ["fast", "new", "flaky"], "{ranked:?}");
         assert!(ranked[0].reason.contains("20 done"), "{}", ranked[0].reason);
-        assert!(ranked[pos("new")].reason.contains("no record"));
+        assert!(
+            ranked[1].reason.contains("no record"),
+            "{}",
+            ranked[1].reason
+        );
+    }
+
+    #[test]
+    fn of_two_reliable_agents_the_faster_ranks_first() {
+        let stats = [stat("slow", 20, 0, 5000), stat("fast", 20, 0, 500)];
+        let agents = vec![("slow".to_string(), 0), ("fast".to_string(), 0)];
+        assert_eq!(
+            names(&rank(&["rust".into()], &agents, &stats)),
+            ["fast", "slow"]
+        );
     }
 
     #[test]

@@ -320,8 +320,11 @@ pub trait Store: ReasonCache + Send + Sync + 'static {
     async fn schedule(&self, id: i64) -> Result<Option<Schedule>, StoreError>;
     /// Loads schedule `id`, lets `change` edit its state and `next_at` (or
     /// refuse), and saves it; `not_found` when there is no such schedule.
-    async fn update_schedule(&self, id: i64, change: ScheduleChange)
-        -> Result<Schedule, StoreError>;
+    async fn update_schedule(
+        &self,
+        id: i64,
+        change: ScheduleChange,
+    ) -> Result<Schedule, StoreError>;
     /// Deletes a schedule; false when there was none.
     async fn delete_schedule(&self, id: i64) -> Result<bool, StoreError>;
     /// Up to `limit` active schedules whose `next_at` is at or before `now`,

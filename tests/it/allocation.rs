@@ -123,7 +123,10 @@ async fn learned_mode_offers_a_new_task_to_the_best_idle_agent_alone() {
         let none = flaky.ok(json!({"type": "task.claim"}), "task").await;
         assert!(none["task"].is_null(), "{none}");
         let e = flaky
-            .err(json!({"type": "task.claim", "task_id": t["id"]}), "conflict")
+            .err(
+                json!({"type": "task.claim", "task_id": t["id"]}),
+                "conflict",
+            )
             .await;
         assert!(
             e["message"].as_str().unwrap().contains("offered to good"),

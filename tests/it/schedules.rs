@@ -165,15 +165,24 @@ async fn bad_cron_zone_and_interval_are_refused_naming_the_field() {
     };
     for (fields, needle) in [
         (json!({"cron": "61 * * * *"}), "`cron`"),
-        (json!({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}), "`timezone`"),
+        (
+            json!({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}),
+            "`timezone`",
+        ),
         (json!({"every": "soon"}), "`every`"),
-        (json!({"every": "15m", "start_at": "tomorrow"}), "`start_at`"),
+        (
+            json!({"every": "15m", "start_at": "tomorrow"}),
+            "`start_at`",
+        ),
         (json!({"every": "15m", "missed": "sometimes"}), "`missed`"),
         (json!({}), "`cron`"),
         (json!({"cron": "0 9 * * *", "every": "15m"}), "not both"),
         // the floor (schedules.min_interval_s, 60 by default)
         (json!({"every": "30s"}), "schedules.min_interval_s"),
-        (json!({"cron": "*/10 * * * * *"}), "schedules.min_interval_s"),
+        (
+            json!({"cron": "*/10 * * * * *"}),
+            "schedules.min_interval_s",
+        ),
     ] {
         let e = op.err(refused(fields.clone()), "bad_request").await;
         let msg = e["message"].as_str().unwrap();
@@ -268,7 +277,10 @@ async fn missed_occurrences_are_skipped_by_default() {
         if shown["next_at"] != s["next_at"] {
             break shown;
         }
-        assert!(Instant::now() < deadline, "the sweeper never looked: {shown}");
+        assert!(
+            Instant::now() < deadline,
+            "the sweeper never looked: {shown}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(shown["next_at"], rfc3339(first + 3_600_000), "{shown}");
@@ -395,7 +407,10 @@ async fn schedules_are_managed_over_http() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("`timezone`"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`timezone`"));
     let (status, body) = get(&base, "/api/schedules", Some(&token)).await;
     assert_eq!(status, 200);
     assert_eq!(body["schedules"][0]["id"], id, "{body}");
@@ -406,7 +421,10 @@ async fn schedules_are_managed_over_http() {
         json!({}),
     )
     .await;
-    assert_eq!((status, &body["schedule"]["state"]), (200, &json!("paused")));
+    assert_eq!(
+        (status, &body["schedule"]["state"]),
+        (200, &json!("paused"))
+    );
     let (status, body) = post(
         &base,
         &format!("/api/schedules/{id}/resume"),
@@ -414,7 +432,10 @@ async fn schedules_are_managed_over_http() {
         json!({}),
     )
     .await;
-    assert_eq!((status, &body["schedule"]["state"]), (200, &json!("active")));
+    assert_eq!(
+        (status, &body["schedule"]["state"]),
+        (200, &json!("active"))
+    );
     let path = format!("/api/schedules/{id}");
     let (status, _) = call(&base, reqwest::Method::DELETE, &path, Some(&token), None).await;
     assert_eq!(status, 200);
@@ -454,7 +475,15 @@ fn the_cli_adds_lists_and_refuses_schedules() {
     let (ok, _, err) = run(&["schedule", "add", "--broadcast", "hi", "--every", "30s"]);
     assert!(!ok);
     assert!(err.contains("schedules.min_interval_s"), "{err}");
-    let (ok, _, err) = run(&["schedule", "add", "x", "--cron", "0 3 * * *", "--timezone", "Atlantis"]);
+    let (ok, _, err) = run(&[
+        "schedule",
+        "add",
+        "x",
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "Atlantis",
+    ]);
     assert!(!ok);
     assert!(err.contains("`timezone`"), "{err}");
     let (ok, list, err) = run(&["schedule", "list"]);

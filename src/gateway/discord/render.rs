@@ -218,7 +218,9 @@ pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
                     r.candidates
                         .iter()
                         .enumerate()
-                        .map(|(i, c)| format!("**{}. {}** · {}", i + 1, c.agent, clip(&c.reason, 180)))
+                        .map(|(i, c)| {
+                            format!("**{}. {}** · {}", i + 1, c.agent, clip(&c.reason, 180))
+                        })
                         .collect(),
                     "No capable agent is online.",
                 )),

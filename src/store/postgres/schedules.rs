@@ -12,7 +12,7 @@ use crate::core::model::TaskState;
 use crate::core::schedules::{FireOutcome, Firing, OccurrenceClaim, Schedule, ScheduleChange};
 use crate::core::store::{count_delta, StoreError};
 use sqlx::postgres::PgRow;
-use sqlx::{Row, PgConnection};
+use sqlx::{PgConnection, Row};
 use std::str::FromStr;
 
 const SCHEDULE_COLS: &str = "id, cron, timezone, every_s, anchor_at, action, title, body, \
@@ -46,12 +46,24 @@ fn schedule_from_row(r: &PgRow) -> Result<Schedule, StoreError> {
     })
 }
 
-async fn load_schedule(
+async fn load_schedule(conn: &mut PgConnection, id: i64) -> Result<Option<Schedule>, StoreError> {
+    load_schedule_sql(conn, id, "").await
+}
+
+/// Loads schedule `id` and locks its row until commit, so a change made
+/// from what was read cannot undo an occurrence another instance fired
+/// meanwhile (its compare-and-set commits first, then this reads it).
+async fn lock_schedule(conn: &mut PgConnection, id: i64) -> Result<Option<Schedule>, StoreError> {
+    load_schedule_sql(conn, id, " FOR UPDATE").await
+}
+
+async fn load_schedule_sql(
     conn: &mut PgConnection,
     id: i64,
+    lock: &str,
 ) -> Result<Option<Schedule>, StoreError> {
     let row = sqlx::query(&format!(
-        "SELECT {SCHEDULE_COLS} FROM schedules WHERE id = $1"
+        "SELECT {SCHEDULE_COLS} FROM schedules WHERE id = $1{lock}"
     ))
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -120,7 +132,7 @@ impl PgStore {
         self.writer
             .write(move |conn, now| {
                 Box::pin(async move {
-                    let mut s = load_schedule(conn, id).await?.ok_or_else(|| {
+                    let mut s = lock_schedule(conn, id).await?.ok_or_else(|| {
                         CoreError::NotFound(format!("schedule {id} does not exist"))
                     })?;
                     change(&mut s, now)?;
@@ -207,7 +219,8 @@ impl PgStore {
                             max_attempts,
                             events_for,
                         } => {
-                            let task = insert_task(conn, &new, &created_by, max_attempts, now).await?;
+                            let task =
+                                insert_task(conn, &new, &created_by, max_attempts, now).await?;
                             let events = events_for(&task);
                             Ok((
                                 FireOutcome::Claimed(Some(task)),

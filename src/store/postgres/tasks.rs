@@ -29,8 +29,7 @@ const AGENT_CLAIMS_LOCK: i32 = 0x5357_4243; // "SWBC"
 
 /// Learned allocation: a task offered to another agent is passed over
 /// until its offer ends (`$2` the claimant, `$3` now).
-const OFFER_FREE: &str =
-    "AND (offered_to IS NULL OR offered_to = $2 OR offer_expires_at <= $3)";
+const OFFER_FREE: &str = "AND (offered_to IS NULL OR offered_to = $2 OR offer_expires_at <= $3)";
 
 pub(super) fn task_from_row(r: &PgRow) -> Result<Task, StoreError> {
     let state: String = r.try_get("state")?;

@@ -205,7 +205,8 @@ impl SqliteStore {
                             max_attempts,
                             events_for,
                         } => {
-                            let task = insert_task(conn, &new, &created_by, max_attempts, now).await?;
+                            let task =
+                                insert_task(conn, &new, &created_by, max_attempts, now).await?;
                             let events = events_for(&task);
                             Ok((
                                 FireOutcome::Claimed(Some(task)),
