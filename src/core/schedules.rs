@@ -476,8 +476,8 @@ pub struct OccurrenceClaim {
 pub enum FireOutcome {
     /// Someone else fired it (or the schedule was paused or deleted): nothing written.
     Lost,
-    /// This write claimed it; the task it created, if any.
-    Claimed(Option<super::model::Task>),
+    /// This write claimed it; the id of the task it created, if any.
+    Claimed(Option<i64>),
 }
 
 /// A rule that edits a schedule's state and `next_at` in its transaction (or refuses).
@@ -777,7 +777,7 @@ impl Core {
                     id: s.id,
                     due_at: occurrence.due_at,
                     fired: occurrence.fires,
-                    task_id: task.map(|t| t.id),
+                    task_id: task,
                 }),
                 Ok(FireOutcome::Lost) => {}
                 Err(StoreError::Rejected(e)) => {

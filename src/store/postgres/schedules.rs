@@ -223,7 +223,7 @@ impl PgStore {
                                 insert_task(conn, &new, &created_by, max_attempts, now).await?;
                             let events = events_for(&task);
                             Ok((
-                                FireOutcome::Claimed(Some(task)),
+                                FireOutcome::Claimed(Some(task.id)),
                                 events,
                                 count_delta(None, TaskState::Open),
                             ))
