@@ -9,6 +9,7 @@ use crate::core::schedules::{NewSchedule, Schedule};
 use clap::Subcommand;
 
 /// `swarmbridge schedule ...`
+#[allow(clippy::large_enum_variant)] // parsed once per process
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCmd {
     /// Create a schedule that creates a task (TITLE) or posts a broadcast
@@ -81,7 +82,7 @@ pub(super) async fn run(cfg: &Config, cmd: ScheduleCmd) -> anyhow::Result<()> {
             broadcast,
             topic,
             missed,
-        } => Command::ScheduleAdd(NewSchedule {
+        } => Command::ScheduleAdd(Box::new(NewSchedule {
             cron,
             every,
             timezone,
@@ -101,7 +102,7 @@ pub(super) async fn run(cfg: &Config, cmd: ScheduleCmd) -> anyhow::Result<()> {
             text: broadcast,
             topic,
             missed,
-        }),
+        })),
         ScheduleCmd::List => Command::ScheduleList,
         ScheduleCmd::Pause { id } => Command::SchedulePause { schedule_id: id },
         ScheduleCmd::Resume { id } => Command::ScheduleResume { schedule_id: id },

@@ -144,7 +144,7 @@ pub enum Command {
         command: Option<String>,
     },
     /// Create a schedule (operator).
-    ScheduleAdd(NewSchedule),
+    ScheduleAdd(Box<NewSchedule>),
     /// Every schedule.
     ScheduleList,
     /// Stop a schedule firing until resumed (operator).
@@ -378,7 +378,9 @@ impl Core {
                 Ok(Reply::Reason(self.reason(&prompt, mode, deltas).await?))
             }
             Command::Help { command } => Ok(Reply::Help { command }),
-            Command::ScheduleAdd(new) => Ok(Reply::Schedule(self.add_schedule(caller, new).await?)),
+            Command::ScheduleAdd(new) => {
+                Ok(Reply::Schedule(self.add_schedule(caller, *new).await?))
+            }
             Command::ScheduleList => Ok(Reply::Schedules(self.list_schedules().await?)),
             Command::SchedulePause { schedule_id } => {
                 Ok(Reply::Schedule(self.pause_schedule(schedule_id).await?))

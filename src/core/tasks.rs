@@ -86,8 +86,10 @@ fn lapsed_events(task: &mut Task) -> Vec<NewEvent> {
     if task.state != TaskState::Open {
         return vec![];
     }
-    let mut audience = Audience::default();
-    audience.requires = Some(task.requires.clone());
+    let audience = Audience {
+        requires: Some(task.requires.clone()),
+        ..Audience::default()
+    };
     vec![task_event(EventKind::TaskCreated, task, audience)]
 }
 

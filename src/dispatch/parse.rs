@@ -503,7 +503,7 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
             text,
             topic,
             missed,
-        } => Command::ScheduleAdd(NewSchedule {
+        } => Command::ScheduleAdd(Box::new(NewSchedule {
             cron,
             every: every.map(|e| e.0),
             timezone,
@@ -516,7 +516,7 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
             text,
             topic,
             missed,
-        }),
+        })),
         Wire::ScheduleList {} => Command::ScheduleList,
         Wire::SchedulePause { schedule_id } => Command::SchedulePause { schedule_id },
         Wire::ScheduleResume { schedule_id } => Command::ScheduleResume { schedule_id },
