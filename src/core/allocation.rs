@@ -221,18 +221,24 @@ impl Core {
     }
 
     /// In learned mode, the agent a new task needing `requires` is offered
-    /// to first: the best-ranked idle one (None in first-come mode, or when
-    /// no capable agent is online and idle).
+    /// to first: the best-ranked idle one, when the records set it apart.
+    /// None in first-come mode, when fewer than two capable agents are
+    /// online and idle (there is nothing to choose), or when the best has
+    /// no record or scores no better than the runner-up (nothing learned
+    /// tells them apart): the first to claim gets the task then.
     pub async fn offer_for(&self, requires: &[String]) -> Result<Option<String>, CoreError> {
         if self.tasks_cfg.allocation != AllocationMode::Learned {
             return Ok(None);
         }
-        Ok(self
-            .rank_agents(requires)
-            .await?
-            .into_iter()
-            .find(|c| c.held == 0)
-            .map(|c| c.agent))
+        let ranked = self.rank_agents(requires).await?;
+        let mut idle = ranked.into_iter().filter(|c| c.held == 0);
+        let (Some(best), Some(second)) = (idle.next(), idle.next()) else {
+            return Ok(None);
+        };
+        if best.done + best.failed == 0 || best.score <= second.score {
+            return Ok(None);
+        }
+        Ok(Some(best.agent))
     }
 }
 

@@ -166,6 +166,7 @@ async fn a_lapsed_offer_opens_the_task_to_every_capable_agent() {
 async fn a_busy_agent_is_not_offered_new_work() {
     let srv = TestServer::spawn_with(learned(60_000)).await;
     let (mut op, mut good, _flaky) = with_records(&srv).await;
+    let _newcomer = srv.agent("newcomer", &["render"]).await;
     let busy = op
         .create_task(json!({"title": "long job", "requires": ["render"]}))
         .await;
@@ -174,5 +175,22 @@ async fn a_busy_agent_is_not_offered_new_work() {
     let t = op
         .create_task(json!({"title": "frame 4", "requires": ["render"]}))
         .await;
-    assert_eq!(t["offered_to"], "flaky", "the idle one gets it: {t}");
+    assert_eq!(
+        t["offered_to"], "newcomer",
+        "the best idle one gets it: {t}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_offered_while_no_record_sets_an_agent_apart() {
+    let srv = TestServer::spawn_with(learned(60_000)).await;
+    let mut op = srv.operator("op").await;
+    let mut a = srv.agent("a", &["render"]).await;
+    let _b = srv.agent("b", &["render"]).await;
+    let t = op
+        .create_task(json!({"title": "first ever", "requires": ["render"]}))
+        .await;
+    assert!(t["offered_to"].is_null(), "{t}");
+    let got = a.ok(json!({"type": "task.claim"}), "task").await;
+    assert_eq!(got["task"]["id"], t["id"], "first come: {got}");
 }
