@@ -19,6 +19,9 @@ macro_rules! out {
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod schedule;
+pub use schedule::ScheduleCmd;
+
 /// swarmbridge: Discord operators, Twitch viewers and WebSocket agents on one coordination core.
 #[derive(Debug, Parser)]
 #[command(name = "swarmbridge", version, about)]
@@ -70,6 +73,9 @@ pub enum Cmd {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// Manage schedules: tasks or broadcasts on a cron expression or every N minutes.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -274,6 +280,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 requires,
                 tags: tag,
                 max_attempts: None,
+                ..NewTask::default()
             };
             task_add(&cfg, new).await
         }
@@ -282,6 +289,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         Cmd::Broadcast { text, topic } => broadcast(&cfg, text, topic).await,
         Cmd::Discord(DiscordCmd::Register { guild }) => discord_register(&cfg, guild).await,
         Cmd::Config(ConfigCmd::Check) => config_check(&cfg),
+        Cmd::Schedule(cmd) => schedule::run(&cfg, cmd).await,
     }
 }
 

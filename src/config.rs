@@ -62,6 +62,9 @@ pub struct Config {
     /// Bottleneck alerts: thresholds and evaluation period (docs/insights.md).
     #[serde(default)]
     pub alerts: crate::core::alerts::AlertsConfig,
+    /// Schedules: sweep period, shortest interval, grace for late occurrences.
+    #[serde(default)]
+    pub schedules: crate::core::schedules::SchedulesConfig,
 }
 
 /// `[dashboard]`
@@ -190,6 +193,17 @@ pub struct TasksConfig {
     pub max_attempts: u32,
     /// How often expired leases are swept.
     pub sweep_interval_ms: u64,
+    /// Who gets a new task: `first_come` (default) or `learned` (offered to
+    /// the best idle agent first; docs/insights.md, "Learned allocation").
+    #[serde(default)]
+    pub allocation: crate::core::allocation::AllocationMode,
+    /// Learned allocation: how long only the chosen agent may claim a new task.
+    #[serde(default = "default_offer_window_ms")]
+    pub offer_window_ms: u64,
+}
+
+fn default_offer_window_ms() -> u64 {
+    2000
 }
 
 /// A sustained rate and a burst.

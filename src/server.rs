@@ -72,7 +72,7 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     let reasoner = Reasoner::new(reasoning, store.clone() as Arc<dyn ReasonCache>)
         .map_err(|e| ServerError::Reasoning(e.to_string()))?;
     let catalog = load_catalog(cfg)?;
-    Ok(Core::new(
+    let core = Core::new(
         store,
         bus,
         Arc::new(reasoner),
@@ -80,7 +80,9 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
         cfg.tasks.clone(),
         cfg.limits.clone(),
         cfg.polls.clone(),
-    ))
+    );
+    core.configure_schedules(cfg.schedules.clone());
+    Ok(core)
 }
 
 /// The configured command catalog (`catalog.dir`, or the embedded one),
@@ -170,6 +172,18 @@ fn spawn_upkeep(
     tasks.spawn(sweeper::run_poll_sweeper(
         core.clone(),
         ms(cfg.polls.sweep_interval_ms),
+        shutdown.clone(),
+    ));
+    if cfg.tasks.allocation == crate::core::allocation::AllocationMode::Learned {
+        tasks.spawn(sweeper::run_offer_sweeper(
+            core.clone(),
+            ms(cfg.tasks.sweep_interval_ms),
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(sweeper::run_schedule_sweeper(
+        core.clone(),
+        ms(cfg.schedules.sweep_interval_ms),
         shutdown.clone(),
     ));
     tasks.spawn(sweeper::run_external_watcher(

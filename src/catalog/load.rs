@@ -11,6 +11,11 @@ use std::path::Path;
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("status.toml", include_str!("../../commands/status.toml")),
     ("task.toml", include_str!("../../commands/task.toml")),
+    // next to task.toml: it adds `task recommend` to the `task` group
+    (
+        "allocation.toml",
+        include_str!("../../commands/allocation.toml"),
+    ),
     (
         "messages.toml",
         include_str!("../../commands/messages.toml"),
@@ -19,6 +24,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "insights.toml",
         include_str!("../../commands/insights.toml"),
+    ),
+    (
+        "schedules.toml",
+        include_str!("../../commands/schedules.toml"),
     ),
 ];
 

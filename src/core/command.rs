@@ -4,11 +4,13 @@
 //! `commands/*.toml`; front doors only render the new [`Reply`] if it has one.
 
 use super::alerts::Alert;
+use super::allocation::Recommendation;
 use super::error::CoreError;
 use super::messages::Inbox;
 use super::insights::Insights;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::polls::{NewPoll, Poll};
+use super::schedules::{NewSchedule, Schedule};
 use super::search::{SearchRequest, SearchResults};
 use super::Core;
 use crate::reason::ReasonAnswer;
@@ -165,6 +167,30 @@ pub enum Command {
         /// What the operator wants advice on, if anything in particular.
         question: Option<String>,
     },
+    /// Create a schedule (operator).
+    ScheduleAdd(Box<NewSchedule>),
+    /// Every schedule.
+    ScheduleList,
+    /// Stop a schedule firing until resumed (operator).
+    SchedulePause {
+        /// The schedule.
+        schedule_id: i64,
+    },
+    /// Let a paused schedule fire again from its next occurrence (operator).
+    ScheduleResume {
+        /// The schedule.
+        schedule_id: i64,
+    },
+    /// Delete a schedule (operator).
+    ScheduleDelete {
+        /// The schedule.
+        schedule_id: i64,
+    },
+    /// Rank the online agents that can do a task (operator).
+    TaskRecommend {
+        /// The task.
+        task_id: i64,
+    },
 }
 
 /// The protocol name of every command variant, in declaration order: what
@@ -196,6 +222,12 @@ pub const COMMAND_NAMES: &[&str] = &[
     "insights",
     "alerts",
     "recommend",
+    "schedule.add",
+    "schedule.list",
+    "schedule.pause",
+    "schedule.resume",
+    "schedule.delete",
+    "task.recommend",
 ];
 
 impl Command {
@@ -228,6 +260,12 @@ impl Command {
             Command::Insights { .. } => "insights",
             Command::Alerts => "alerts",
             Command::Recommend { .. } => "recommend",
+            Command::ScheduleAdd(_) => "schedule.add",
+            Command::ScheduleList => "schedule.list",
+            Command::SchedulePause { .. } => "schedule.pause",
+            Command::ScheduleResume { .. } => "schedule.resume",
+            Command::ScheduleDelete { .. } => "schedule.delete",
+            Command::TaskRecommend { .. } => "task.recommend",
         }
     }
 
@@ -242,7 +280,8 @@ impl Command {
             | Command::TaskRelease { task_id }
             | Command::TaskGet { task_id }
             | Command::TaskCancel { task_id, .. }
-            | Command::TaskAssign { task_id, .. } => Some(*task_id),
+            | Command::TaskAssign { task_id, .. }
+            | Command::TaskRecommend { task_id } => Some(*task_id),
             _ => None,
         }
     }
@@ -282,6 +321,12 @@ pub enum Reply {
     Insights(Box<Insights>),
     /// `alerts`: the active alerts, oldest first.
     Alerts(Vec<Alert>),
+    /// One schedule (`schedule.add`, `schedule.pause`, `schedule.resume`).
+    Schedule(Schedule),
+    /// `schedule.list`.
+    Schedules(Vec<Schedule>),
+    /// `task.recommend`.
+    Recommendation(Recommendation),
 }
 
 impl Core {
@@ -381,6 +426,23 @@ impl Core {
             Command::Recommend { question } => Ok(Reply::Reason(
                 self.recommend(caller, question.as_deref()).await?,
             )),
+            Command::ScheduleAdd(new) => {
+                Ok(Reply::Schedule(self.add_schedule(caller, *new).await?))
+            }
+            Command::ScheduleList => Ok(Reply::Schedules(self.list_schedules().await?)),
+            Command::SchedulePause { schedule_id } => {
+                Ok(Reply::Schedule(self.pause_schedule(schedule_id).await?))
+            }
+            Command::ScheduleResume { schedule_id } => {
+                Ok(Reply::Schedule(self.resume_schedule(schedule_id).await?))
+            }
+            Command::ScheduleDelete { schedule_id } => {
+                self.delete_schedule(schedule_id).await?;
+                Ok(Reply::Ok)
+            }
+            Command::TaskRecommend { task_id } => {
+                Ok(Reply::Recommendation(self.recommend_task(task_id).await?))
+            }
         }
     }
 }

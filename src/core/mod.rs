@@ -1,11 +1,13 @@
 //! The coordination core: tasks under leases, agents, durable events,
-//! messages, polls, search, insights and alerts. No Discord, Twitch, WebSocket or SQL types: front doors parse
+//! messages, polls, search, insights, alerts, schedules and allocation. No
+//! Discord, Twitch, WebSocket or SQL types: front doors parse
 //! into [`command::Command`], hand it to [`crate::dispatch`] (which applies
 //! the policy and calls the core), and render the [`command::Reply`].
 
 pub mod acks;
 pub mod agents;
 pub mod alerts;
+pub mod allocation;
 pub mod command;
 pub mod error;
 pub mod events;
@@ -15,6 +17,7 @@ pub mod model;
 pub mod polls;
 pub mod reasoning;
 pub mod recommend;
+pub mod schedules;
 pub mod search;
 pub mod stats;
 pub mod store;
@@ -50,6 +53,8 @@ pub struct Core {
     pub reasoner: Arc<crate::reason::Reasoner>,
     /// The newest insights computed (read by `/metrics` without a query).
     pub latest_insights: insights::LatestInsights,
+    /// `[schedules]`, set once at start-up ([`Core::configure_schedules`]).
+    schedules_cfg: std::sync::OnceLock<schedules::SchedulesConfig>,
     started: Instant,
 }
 
@@ -74,6 +79,7 @@ impl Core {
             polls_cfg,
             acks: AckBook::default(),
             latest_insights: insights::LatestInsights::default(),
+            schedules_cfg: std::sync::OnceLock::new(),
             started: Instant::now(),
         })
     }

@@ -244,6 +244,23 @@ pub struct Task {
     pub progress: Option<String>,
     /// The last progress percentage.
     pub percent: Option<i64>,
+    /// Learned allocation: the agent the task was offered to first; until
+    /// `offer_expires_at` only it may claim the task.
+    pub offered_to: Option<String>,
+    /// When the offer ends and any capable agent may claim.
+    #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub offer_expires_at: Option<Millis>,
+}
+
+impl Task {
+    /// True while the task is offered to an agent other than `who` at `now`.
+    pub fn offered_to_other(&self, who: &str, now: Millis) -> bool {
+        match (&self.offered_to, self.offer_expires_at) {
+            (Some(to), Some(until)) => to != who && now < until,
+            _ => false,
+        }
+    }
 }
 
 /// What a creator gives for a new task.
@@ -261,6 +278,10 @@ pub struct NewTask {
     pub tags: Vec<String>,
     /// Claims allowed (default from config).
     pub max_attempts: Option<i64>,
+    /// Learned allocation: offer it to this agent first (set by the core).
+    pub offered_to: Option<String>,
+    /// Until when the offer holds (set by the core).
+    pub offer_expires_at: Option<Millis>,
 }
 
 /// A registered agent, as stored.

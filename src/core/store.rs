@@ -29,11 +29,13 @@
 //! caller who sees `ok` can rely on its event being on the bus.
 
 use super::alerts::{Alert, AlertEvents, Finding};
+use super::allocation::RunStat;
 use super::error::CoreError;
 use super::events::{CommittedEvent, EventKind, EventSink, NewEvent};
 use super::insights::{BacklogRow, RunRow};
 use super::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
 use super::polls::{Ballot, NewPoll, Poll};
+use super::schedules::{FireOutcome, Firing, OccurrenceClaim, Schedule, ScheduleChange};
 use super::search::{MessageHit, SearchHit, SearchQuery};
 use crate::clock::Millis;
 use crate::reason::ReasonCache;
@@ -195,6 +197,12 @@ pub trait Store: ReasonCache + super::vectors::VectorStore + Send + Sync + 'stat
     ) -> Result<Option<Task>, StoreError>;
     /// Applies `expire` to up to `limit` claimed tasks whose lease ran out.
     async fn expire_due(&self, limit: i64, expire: TaskExpiry) -> Result<Vec<Task>, StoreError>;
+    /// Applies `lapse` to up to `limit` tasks whose offer has ended and
+    /// clears their offer (learned allocation).
+    async fn lapse_offers(&self, limit: i64, lapse: TaskExpiry) -> Result<Vec<Task>, StoreError>;
+    /// What each agent's claims ended since `since` came to, per agent and
+    /// capability set (learned allocation; `requires` as stored, unsorted).
+    async fn run_stats(&self, since: Millis) -> Result<Vec<RunStat>, StoreError>;
     /// One task.
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError>;
     /// Tasks, newest first, optionally filtered by state and assignee.
@@ -334,6 +342,36 @@ pub trait Store: ReasonCache + super::vectors::VectorStore + Send + Sync + 'stat
     async fn search_tasks(&self, q: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
     /// Messages matching every term and the filters, best first.
     async fn search_messages(&self, q: &SearchQuery) -> Result<Vec<MessageHit>, StoreError>;
+
+    /// Inserts a schedule (its `id` is assigned) and returns it as stored.
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule, StoreError>;
+    /// Up to `limit` schedules, oldest first.
+    async fn schedules(&self, limit: i64) -> Result<Vec<Schedule>, StoreError>;
+    /// One schedule.
+    async fn schedule(&self, id: i64) -> Result<Option<Schedule>, StoreError>;
+    /// Loads schedule `id`, lets `change` edit its state and `next_at` (or
+    /// refuse), and saves it; `not_found` when there is no such schedule.
+    async fn update_schedule(
+        &self,
+        id: i64,
+        change: ScheduleChange,
+    ) -> Result<Schedule, StoreError>;
+    /// Deletes a schedule; false when there was none.
+    async fn delete_schedule(&self, id: i64) -> Result<bool, StoreError>;
+    /// Up to `limit` active schedules whose `next_at` is at or before `now`,
+    /// earliest first.
+    async fn due_schedules(&self, now: Millis, limit: i64) -> Result<Vec<Schedule>, StoreError>;
+    /// Claims one occurrence and writes what it fires, in one transaction:
+    /// moves `next_at` from `claim.due_next_at` to `claim.next_at` only while
+    /// the schedule is active and `next_at` still holds the old value (a
+    /// compare-and-set), then creates the task or stores the broadcast with
+    /// its events. [`FireOutcome::Lost`] (nothing written) when another
+    /// write got there first, so an occurrence fires once across instances.
+    async fn fire_schedule(
+        &self,
+        claim: OccurrenceClaim,
+        firing: Firing,
+    ) -> Result<FireOutcome, StoreError>;
 }
 
 /// What one write did to the task counts: (state before, state after) per task.

@@ -1,4 +1,4 @@
-//! Background upkeep: the lease sweeper, the poll sweeper, the watcher of
+//! Background upkeep: the lease, poll and schedule sweepers, the watcher of
 //! writes by other processes (the CLI), and the ack flusher. Each runs
 //! until shutdown.
 
@@ -61,6 +61,20 @@ pub async fn run_lease_sweeper(core: Arc<Core>, every: Duration, stop: Cancellat
     .await
 }
 
+/// Ends lapsed task offers every `every` (learned allocation), so the
+/// task becomes claimable by anyone and capable agents hear of it.
+pub async fn run_offer_sweeper(core: Arc<Core>, every: Duration, stop: CancellationToken) {
+    sweep_periodically(
+        every,
+        stop,
+        "offer",
+        super::tasks::EXPIRE_BATCH,
+        || core.lapse_offers(),
+        |t| tracing::debug!(task_id = t.id, "offer lapsed"),
+    )
+    .await
+}
+
 /// Closes polls whose `closes_at` has passed every `every`, emitting `poll.closed`.
 pub async fn run_poll_sweeper(core: Arc<Core>, every: Duration, stop: CancellationToken) {
     sweep_periodically(
@@ -70,6 +84,26 @@ pub async fn run_poll_sweeper(core: Arc<Core>, every: Duration, stop: Cancellati
         super::polls::CLOSE_BATCH as usize,
         || core.close_due_polls(),
         |p| tracing::info!(poll_id = p.id, tally = ?p.tally, "poll closed at its closes_at"),
+    )
+    .await
+}
+
+/// Fires due schedule occurrences every `every` (each once across
+/// instances; see [`super::schedules`]).
+pub async fn run_schedule_sweeper(core: Arc<Core>, every: Duration, stop: CancellationToken) {
+    sweep_periodically(
+        every,
+        stop,
+        "schedule",
+        super::schedules::DUE_BATCH as usize,
+        || core.fire_due_schedules(),
+        |s| {
+            if s.fired {
+                tracing::info!(schedule_id = s.id, task_id = s.task_id, due_at = %crate::clock::rfc3339(s.due_at), "schedule fired")
+            } else {
+                tracing::info!(schedule_id = s.id, due_at = %crate::clock::rfc3339(s.due_at), "missed schedule occurrence skipped")
+            }
+        },
     )
     .await
 }

@@ -53,6 +53,46 @@ fn must_hold(task: &Task, caller: &Caller) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// The events a new task emits: `task.created` to its creator (when an
+/// agent) and to every agent whose capabilities cover its `requires`.
+///
+/// Learned allocation: a task offered to an agent is announced to its
+/// creator and that agent only (`task.created`, then `task.offered` to the
+/// agent); the others hear of it when the offer lapses ([`lapsed_events`]).
+pub(crate) fn created_events(task: &Task) -> Vec<NewEvent> {
+    match &task.offered_to {
+        Some(agent) => vec![
+            task_event(
+                EventKind::TaskCreated,
+                task,
+                Audience::agents([task.created_by.as_str(), agent.as_str()]),
+            ),
+            task_event(EventKind::TaskOffered, task, Audience::agents([agent])),
+        ],
+        None => {
+            let mut audience = Audience::agents([task.created_by.as_str()]);
+            audience.requires = Some(task.requires.clone());
+            vec![task_event(EventKind::TaskCreated, task, audience)]
+        }
+    }
+}
+
+/// The events of an offer that lapsed: the offer is cleared and, while the
+/// task is still open, every capable agent gets `task.created` (it may
+/// claim the task now).
+fn lapsed_events(task: &mut Task) -> Vec<NewEvent> {
+    task.offered_to = None;
+    task.offer_expires_at = None;
+    if task.state != TaskState::Open {
+        return vec![];
+    }
+    let audience = Audience {
+        requires: Some(task.requires.clone()),
+        ..Audience::default()
+    };
+    vec![task_event(EventKind::TaskCreated, task, audience)]
+}
+
 /// Starts a claim of an open task by `who` with a lease of `lease_ms`.
 fn start_claim(task: &mut Task, who: &str, now: Millis, lease_ms: i64) {
     task.state = TaskState::Claimed;
@@ -97,9 +137,9 @@ impl Core {
         }
     }
 
-    /// Creates a task; `task.created` goes to the creator and to every agent
-    /// whose capabilities cover its `requires`.
-    pub async fn create_task(&self, caller: &Caller, mut new: NewTask) -> Result<Task, CoreError> {
+    /// Checks (and trims) what a new task asks for: title, body, lists,
+    /// attempts; each `bad_request` names the field.
+    pub(crate) fn check_new_task(&self, new: &mut NewTask) -> Result<(), CoreError> {
         new.title = new.title.trim().to_string();
         self.check_text("title", &new.title, true)?;
         self.check_text("body", &new.body, false)?;
@@ -119,17 +159,27 @@ impl Core {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Creates a task; `task.created` goes to the creator and to every agent
+    /// whose capabilities cover its `requires`.
+    pub async fn create_task(&self, caller: &Caller, mut new: NewTask) -> Result<Task, CoreError> {
+        self.check_new_task(&mut new)?;
+        new.offered_to = None;
+        new.offer_expires_at = None;
+        if let Some(agent) = self.offer_for(&new.requires).await? {
+            new.offered_to = Some(agent);
+            new.offer_expires_at =
+                Some(crate::clock::now_ms() + self.tasks_cfg.offer_window_ms as i64);
+        }
         let task = self
             .store
             .create_task(
                 new,
                 caller.identity.clone(),
                 self.tasks_cfg.max_attempts as i64,
-                Box::new(|task: &Task| {
-                    let mut audience = Audience::agents([task.created_by.as_str()]);
-                    audience.requires = Some(task.requires.clone());
-                    vec![task_event(EventKind::TaskCreated, task, audience)]
-                }),
+                Box::new(created_events),
             )
             .await?;
         Ok(task)
@@ -156,6 +206,14 @@ impl Core {
                     }
                     _ => format!("task {} is {}, not open", task.id, task.state),
                 }));
+            }
+            if task.offered_to_other(&who, now) {
+                return Err(CoreError::Conflict(format!(
+                    "task {} is offered to {} until {}",
+                    task.id,
+                    task.offered_to.as_deref().unwrap_or("another agent"),
+                    crate::clock::rfc3339(task.offer_expires_at.unwrap_or(now))
+                )));
             }
             if check_caps && !super::events::covers(&caps, &task.requires) {
                 return Err(CoreError::Forbidden(format!(
@@ -433,6 +491,18 @@ impl Core {
             )));
         }
         Ok(timed("list_tasks", self.store.list_tasks(state, assignee, limit)).await?)
+    }
+
+    /// Ends every offer whose window has passed (learned allocation): the
+    /// task is then claimable by anyone, and capable agents get `task.created`.
+    pub async fn lapse_offers(&self) -> Result<Vec<Task>, CoreError> {
+        Ok(self
+            .store
+            .lapse_offers(
+                EXPIRE_BATCH as i64,
+                Box::new(|task: &mut Task, _now| lapsed_events(task)),
+            )
+            .await?)
     }
 
     /// Returns every claim whose lease ran out to open (or failed once its

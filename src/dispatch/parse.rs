@@ -14,6 +14,7 @@ use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{NewTask, TaskState};
 use crate::core::polls::{NewPoll, Voters};
+use crate::core::schedules::NewSchedule;
 use crate::core::search::SearchRequest;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -213,6 +214,68 @@ enum Wire {
         #[serde(default)]
         question: Option<String>,
     },
+    #[serde(rename = "schedule.add")]
+    ScheduleAdd {
+        #[serde(default)]
+        cron: Option<String>,
+        #[serde(default)]
+        every: Option<Every>,
+        #[serde(default)]
+        timezone: Option<String>,
+        #[serde(default)]
+        start_at: Option<String>,
+        #[serde(default)]
+        action: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default)]
+        body: Option<String>,
+        #[serde(default)]
+        requires: Option<Words>,
+        #[serde(default)]
+        priority: Option<i64>,
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        topic: Option<String>,
+        #[serde(default)]
+        missed: Option<String>,
+    },
+    #[serde(rename = "schedule.list")]
+    ScheduleList {},
+    #[serde(rename = "schedule.pause")]
+    SchedulePause { schedule_id: i64 },
+    #[serde(rename = "schedule.resume")]
+    ScheduleResume { schedule_id: i64 },
+    #[serde(rename = "schedule.delete")]
+    ScheduleDelete { schedule_id: i64 },
+    #[serde(rename = "task.recommend")]
+    TaskRecommend { task_id: i64 },
+}
+
+/// A schedule's `every`: text (`15m`) or a number of minutes.
+#[derive(Debug)]
+struct Every(String);
+
+impl<'de> Deserialize<'de> for Every {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Minutes(i64),
+            Text(String),
+        }
+        Ok(Every(
+            match Either::deserialize(d).map_err(|_| {
+                serde::de::Error::custom(
+                    "invalid type: `every` takes an interval such as \"15m\" or a number of minutes",
+                )
+            })? {
+                Either::Minutes(n) => n.to_string(),
+                Either::Text(t) => t,
+            },
+        ))
+    }
 }
 
 fn bad(message: impl Into<String>) -> CoreError {
@@ -360,6 +423,7 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
             requires: requires.unwrap_or_default().0,
             tags: tags.unwrap_or_default().0,
             max_attempts,
+            ..NewTask::default()
         }),
         Wire::TaskClaim { task_id, lease_s } => Command::TaskClaim { task_id, lease_s },
         Wire::TaskRenew { task_id, lease_s } => Command::TaskRenew { task_id, lease_s },
@@ -453,6 +517,38 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
         Wire::Recommend { question } => Command::Recommend {
             question: question.filter(|q| !q.trim().is_empty()),
         },
+        Wire::ScheduleAdd {
+            cron,
+            every,
+            timezone,
+            start_at,
+            action,
+            title,
+            body,
+            requires,
+            priority,
+            text,
+            topic,
+            missed,
+        } => Command::ScheduleAdd(Box::new(NewSchedule {
+            cron,
+            every: every.map(|e| e.0),
+            timezone,
+            start_at,
+            action,
+            title,
+            body,
+            requires: requires.unwrap_or_default().0,
+            priority,
+            text,
+            topic,
+            missed,
+        })),
+        Wire::ScheduleList {} => Command::ScheduleList,
+        Wire::SchedulePause { schedule_id } => Command::SchedulePause { schedule_id },
+        Wire::ScheduleResume { schedule_id } => Command::ScheduleResume { schedule_id },
+        Wire::ScheduleDelete { schedule_id } => Command::ScheduleDelete { schedule_id },
+        Wire::TaskRecommend { task_id } => Command::TaskRecommend { task_id },
     })
 }
 
@@ -476,6 +572,7 @@ mod tests {
             "title": "t", "task_id": 1, "note": "n", "error": "e", "agent": "a",
             "to": "a", "text": "t", "question": "q", "options": ["a", "b"],
             "option": 1, "poll_id": 1, "query": "q", "prompt": "p",
+            "schedule_id": 1,
         });
         for name in COMMAND_NAMES {
             let cmd = command(name, obj(minimal.clone())).unwrap();

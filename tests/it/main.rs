@@ -7,6 +7,7 @@ mod common;
 
 mod a2a;
 mod abuse;
+mod allocation;
 mod api;
 mod browser;
 mod catalog_limits;
@@ -25,6 +26,7 @@ mod polls;
 mod postgres;
 mod reason;
 mod reason_surfaces;
+mod schedules;
 mod search;
 mod secrets;
 mod smoke;

@@ -150,9 +150,20 @@ pub async fn spawn_swarmbridge(
     dir: tempfile::TempDir,
     db: &Path,
 ) -> anyhow::Result<Server> {
+    spawn_swarmbridge_with(bin, dir, db, &[]).await
+}
+
+/// [`spawn_swarmbridge`] with extra environment (configuration) variables.
+pub async fn spawn_swarmbridge_with(
+    bin: &Path,
+    dir: tempfile::TempDir,
+    db: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let child = Command::new(bin)
         .arg("serve")
+        .envs(env.iter().copied())
         .env("SWARMBRIDGE_DATABASE_URL", db)
         .env("SWARMBRIDGE_LISTEN", addr.to_string())
         .env(

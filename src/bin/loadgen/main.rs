@@ -11,6 +11,7 @@
 //! itself. Each scenario prints markdown table rows on stdout (progress on
 //! stderr); `benches/run-all.sh` runs them all. See docs/performance.md.
 
+mod alloc;
 mod bare;
 mod claims;
 mod common;
@@ -175,6 +176,17 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         messages: usize,
     },
+    /// Learned allocation against first come: a simulated swarm of fast,
+    /// slow and flaky agents (and a uniform one) runs the same task stream
+    /// under both modes.
+    Alloc {
+        /// Tasks in the stream.
+        #[arg(long, default_value_t = 300)]
+        tasks: usize,
+        /// Tasks created per second.
+        #[arg(long, default_value_t = 15.0)]
+        rate: f64,
+    },
     /// Registers (and caches) the agents every scenario needs with its
     /// default arguments, so later runs start at once.
     Prepare,
@@ -237,6 +249,7 @@ fn main() -> anyhow::Result<()> {
                 common::registry(&bin, &latency::roster(10)).await?;
                 common::registry(&bin, &reconnect::roster(1)).await?;
                 common::registry(&bin, &reconnect::roster(100)).await?;
+                common::registry(&bin, &alloc::roster()).await?;
                 Ok(())
             }
             Cmd::Crash {
@@ -279,6 +292,13 @@ fn main() -> anyhow::Result<()> {
                 postgres::pg(&bin()?, &plan).await
             }
             Cmd::Idle { conns } => idle::idle(&bin()?, *conns).await,
+            Cmd::Alloc { tasks, rate } => {
+                anyhow::ensure!(
+                    *tasks > 0 && *rate > 0.0,
+                    "--tasks and --rate must be positive"
+                );
+                alloc::alloc(&bin()?, *tasks, *rate).await
+            }
             Cmd::Claims { agents, tasks } => claims::claims(&bin()?, *agents, *tasks).await,
             Cmd::Latency {
                 conns,

@@ -69,6 +69,7 @@ fn new_task(title: &str) -> NewTask {
         requires: vec![],
         tags: vec![],
         max_attempts: None,
+        ..NewTask::default()
     }
 }
 

@@ -219,6 +219,36 @@ pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
                     "No active alerts.",
                 )),
         ),
+        Reply::Schedule(s) => msg.embed(
+            CreateEmbed::new()
+                .title(format!("Schedule #{}", s.id))
+                .colour(BLUE)
+                .description(clip(&s.summary(), 300)),
+        ),
+        Reply::Recommendation(r) => msg.embed(
+            CreateEmbed::new()
+                .title(format!("Who should do task #{}", r.task_id))
+                .colour(BLUE)
+                .description(listing(
+                    r.candidates
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            format!("**{}. {}** · {}", i + 1, c.agent, clip(&c.reason, 180))
+                        })
+                        .collect(),
+                    "No capable agent is online.",
+                )),
+        ),
+        Reply::Schedules(list) => msg.embed(
+            CreateEmbed::new()
+                .title(format!("Schedules ({})", list.len()))
+                .colour(BLUE)
+                .description(listing(
+                    list.iter().map(|s| clip(&s.summary(), 200)).collect(),
+                    "No schedules.",
+                )),
+        ),
         Reply::Status(s) => {
             let counts = crate::core::model::TaskState::ALL
                 .iter()

@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod ai;
+pub mod allocation;
 pub mod caller;
 pub mod events;
 pub mod inbox;
@@ -14,6 +15,7 @@ pub mod openapi;
 pub mod polls;
 pub mod probe;
 pub mod reason;
+pub mod schedules;
 pub mod search;
 pub mod status;
 pub mod tasks;
@@ -50,5 +52,10 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(insights::recommend))
         .routes(routes!(ai::ai_reason))
         .routes(routes!(ai::ai_reason_stream))
+        .routes(routes!(schedules::schedule_list, schedules::schedule_add))
+        .routes(routes!(schedules::schedule_pause))
+        .routes(routes!(schedules::schedule_resume))
+        .routes(routes!(schedules::schedule_delete))
+        .routes(routes!(allocation::recommend))
         .split_for_parts()
 }

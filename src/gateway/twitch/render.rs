@@ -203,6 +203,26 @@ pub fn reply(r: &Reply) -> String {
             plural(r.results.len(), "result", "results"),
             list(&r.results, 8, |h| h.title.clone())
         ),
+        Reply::Schedule(s) => s.summary(),
+        Reply::Recommendation(r) if r.candidates.is_empty() => {
+            format!("task #{}: no capable agent online", r.task_id)
+        }
+        Reply::Recommendation(r) => format!(
+            "task #{}: {}",
+            r.task_id,
+            list(&r.candidates, 5, |c| format!(
+                "{} ({:.0}%, ~{:.1}s)",
+                c.agent,
+                c.success_rate * 100.0,
+                c.expected_ms / 1000.0
+            ))
+        ),
+        Reply::Schedules(s) if s.is_empty() => "no schedules".into(),
+        Reply::Schedules(s) => format!(
+            "{}: {}",
+            plural(s.len(), "schedule", "schedules"),
+            list(s, 5, |s| format!("#{} {} [{}]", s.id, s.when(), s.state))
+        ),
     }
 }
 

@@ -170,6 +170,9 @@ pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
         Reply::Help { command } => ("help", json!({ "command": command })),
         Reply::Insights(i) => ("insights", json!({ "insights": i })),
         Reply::Alerts(a) => ("alerts", json!({ "alerts": a })),
+        Reply::Schedule(s) => ("schedule", json!({ "schedule": s })),
+        Reply::Schedules(s) => ("schedules", json!({ "schedules": s })),
+        Reply::Recommendation(r) => ("recommendation", json!({ "recommendation": r })),
     }
 }
 

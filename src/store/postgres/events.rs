@@ -119,6 +119,25 @@ pub(super) async fn load_events_between(
     rows.iter().map(event_from_row).collect()
 }
 
+/// Stores a direct message or broadcast (inside the caller's transaction).
+pub(super) async fn insert_message(
+    conn: &mut PgConnection,
+    message: &MessageRecord,
+    now: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO messages (sender, recipient, topic, text, at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&message.sender)
+    .bind(&message.recipient)
+    .bind(&message.topic)
+    .bind(&message.text)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl PgStore {
     /// Stores a direct message or broadcast together with its event.
     pub(super) async fn record_message(
@@ -129,17 +148,7 @@ impl PgStore {
         self.writer
             .write(move |conn, now| {
                 Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO messages (sender, recipient, topic, text, at) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&message.sender)
-                    .bind(&message.recipient)
-                    .bind(&message.topic)
-                    .bind(&message.text)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                    insert_message(conn, &message, now).await?;
                     Ok(((), vec![event], vec![]))
                 })
             })

@@ -9,12 +9,14 @@
 //! family needs; this one connects, migrates and maps the [`Store`] port.
 
 mod agents;
+mod allocation;
 mod cache;
 mod events;
 mod insights;
 pub mod leader;
 mod listen;
 mod polls;
+mod schedules;
 mod search;
 mod stats;
 mod tasks;
@@ -23,10 +25,12 @@ mod writer;
 
 use crate::clock::Millis;
 use crate::core::alerts::{Alert, AlertEvents, Finding};
+use crate::core::allocation::RunStat;
 use crate::core::events::{CommittedEvent, EventSink, NewEvent};
 use crate::core::insights::{BacklogRow, RunRow};
 use crate::core::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
 use crate::core::polls::{Ballot, NewPoll, Poll};
+use crate::core::schedules::{FireOutcome, Firing, OccurrenceClaim, Schedule, ScheduleChange};
 use crate::core::search::{MessageHit, SearchHit, SearchQuery};
 use crate::core::store::{
     counts_from_rows, BallotCheck, ClaimGuard, CommitLog, MessageRecord, PollChange, PollClosing,
@@ -267,6 +271,14 @@ impl Store for PgStore {
         self.expire_due(limit, expire).await.map_err(classify)
     }
 
+    async fn lapse_offers(&self, limit: i64, lapse: TaskExpiry) -> Result<Vec<Task>, StoreError> {
+        self.lapse_offers(limit, lapse).await.map_err(classify)
+    }
+
+    async fn run_stats(&self, since: Millis) -> Result<Vec<RunStat>, StoreError> {
+        self.run_stats(since).await.map_err(classify)
+    }
+
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
         self.task(id).await.map_err(classify)
     }
@@ -475,5 +487,41 @@ impl Store for PgStore {
 
     async fn search_messages(&self, q: &SearchQuery) -> Result<Vec<MessageHit>, StoreError> {
         self.search_messages(q).await.map_err(classify)
+    }
+
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        self.create_schedule(schedule).await.map_err(classify)
+    }
+
+    async fn schedules(&self, limit: i64) -> Result<Vec<Schedule>, StoreError> {
+        self.schedules(limit).await.map_err(classify)
+    }
+
+    async fn schedule(&self, id: i64) -> Result<Option<Schedule>, StoreError> {
+        self.schedule(id).await.map_err(classify)
+    }
+
+    async fn update_schedule(
+        &self,
+        id: i64,
+        change: ScheduleChange,
+    ) -> Result<Schedule, StoreError> {
+        self.update_schedule(id, change).await.map_err(classify)
+    }
+
+    async fn delete_schedule(&self, id: i64) -> Result<bool, StoreError> {
+        self.delete_schedule(id).await.map_err(classify)
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: i64) -> Result<Vec<Schedule>, StoreError> {
+        self.due_schedules(now, limit).await.map_err(classify)
+    }
+
+    async fn fire_schedule(
+        &self,
+        claim: OccurrenceClaim,
+        firing: Firing,
+    ) -> Result<FireOutcome, StoreError> {
+        self.fire_schedule(claim, firing).await.map_err(classify)
     }
 }

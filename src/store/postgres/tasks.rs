@@ -19,15 +19,19 @@ use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
 
-const TASK_COLS: &str = "id, title, body, state, priority, requires, tags, assignee, \
+pub(super) const TASK_COLS: &str = "id, title, body, state, priority, requires, tags, assignee, \
     lease_expires_at, attempts, max_attempts, created_by, created_at, updated_at, result, \
-    error, progress, percent";
+    error, progress, percent, offered_to, offer_expires_at";
 
 /// The advisory lock class (two-int key space) of "claims held by one
 /// agent": taken before counting them, so `max_claims` holds across instances.
 const AGENT_CLAIMS_LOCK: i32 = 0x5357_4243; // "SWBC"
 
-fn task_from_row(r: &PgRow) -> Result<Task, StoreError> {
+/// Learned allocation: a task offered to another agent is passed over
+/// until its offer ends (`$2` the claimant, `$3` now).
+const OFFER_FREE: &str = "AND (offered_to IS NULL OR offered_to = $2 OR offer_expires_at <= $3)";
+
+pub(super) fn task_from_row(r: &PgRow) -> Result<Task, StoreError> {
     let state: String = r.try_get("state")?;
     let result: Option<String> = r.try_get("result")?;
     Ok(Task {
@@ -55,6 +59,8 @@ fn task_from_row(r: &PgRow) -> Result<Task, StoreError> {
         error: r.try_get("error")?,
         progress: r.try_get("progress")?,
         percent: r.try_get("percent")?,
+        offered_to: r.try_get("offered_to")?,
+        offer_expires_at: r.try_get("offer_expires_at")?,
     })
 }
 
@@ -160,6 +166,34 @@ async fn apply_change(
     Ok((task, events, delta))
 }
 
+/// Inserts an open task (inside the caller's transaction) and returns it.
+pub(super) async fn insert_task(
+    conn: &mut PgConnection,
+    new: &NewTask,
+    created_by: &str,
+    max_attempts: i64,
+    now: Millis,
+) -> Result<Task, StoreError> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO tasks (title, body, state, priority, requires, tags, \
+         max_attempts, created_by, created_at, updated_at, offered_to, offer_expires_at) \
+         VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $8, $9, $10) RETURNING {TASK_COLS}"
+    ))
+    .bind(&new.title)
+    .bind(&new.body)
+    .bind(new.priority)
+    .bind(&new.requires)
+    .bind(&new.tags)
+    .bind(new.max_attempts.unwrap_or(max_attempts))
+    .bind(created_by)
+    .bind(now)
+    .bind(&new.offered_to)
+    .bind(new.offer_expires_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    task_from_row(&row)
+}
+
 impl PgStore {
     /// Inserts a task and the events `events_for` derives from it.
     pub(super) async fn create_task(
@@ -172,22 +206,7 @@ impl PgStore {
         self.writer
             .write(move |conn, now| {
                 Box::pin(async move {
-                    let row = sqlx::query(&format!(
-                        "INSERT INTO tasks (title, body, state, priority, requires, tags, \
-                         max_attempts, created_by, created_at, updated_at) \
-                         VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $8) RETURNING {TASK_COLS}"
-                    ))
-                    .bind(&new.title)
-                    .bind(&new.body)
-                    .bind(new.priority)
-                    .bind(&new.requires)
-                    .bind(&new.tags)
-                    .bind(new.max_attempts.unwrap_or(max_attempts))
-                    .bind(&created_by)
-                    .bind(now)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    let task = task_from_row(&row)?;
+                    let task = insert_task(conn, &new, &created_by, max_attempts, now).await?;
                     let events = events_for(&task);
                     Ok((task, events, count_delta(None, TaskState::Open)))
                 })
@@ -241,10 +260,12 @@ impl PgStore {
                     guard.check(lock_and_count_claims(conn, &guard.agent).await?)?;
                     let row = sqlx::query(&format!(
                         "SELECT {TASK_COLS} FROM tasks WHERE state = 'open' \
-                         AND requires <@ $1::text[] ORDER BY priority DESC, id \
+                         AND requires <@ $1::text[] {OFFER_FREE} ORDER BY priority DESC, id \
                          LIMIT 1 FOR UPDATE SKIP LOCKED"
                     ))
                     .bind(&capabilities)
+                    .bind(&guard.agent)
+                    .bind(now)
                     .fetch_optional(&mut *conn)
                     .await?;
                     let Some(row) = row else {

@@ -5,10 +5,12 @@
 //! [`Store`] port onto them.
 
 mod agents;
+mod allocation;
 mod cache;
 mod events;
 mod insights;
 mod polls;
+mod schedules;
 mod search;
 mod stats;
 mod tasks;
@@ -17,10 +19,12 @@ mod writer;
 
 use crate::clock::Millis;
 use crate::core::alerts::{Alert, AlertEvents, Finding};
+use crate::core::allocation::RunStat;
 use crate::core::events::{CommittedEvent, EventSink, NewEvent};
 use crate::core::insights::{BacklogRow, RunRow};
 use crate::core::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
 use crate::core::polls::{Ballot, NewPoll, Poll};
+use crate::core::schedules::{FireOutcome, Firing, OccurrenceClaim, Schedule, ScheduleChange};
 use crate::core::search::{MessageHit, SearchHit, SearchQuery};
 use crate::core::store::{
     counts_from_rows, BallotCheck, ClaimGuard, CommitLog, MessageRecord, PollChange, PollClosing,
@@ -241,6 +245,14 @@ impl Store for SqliteStore {
         self.expire_due(limit, expire).await
     }
 
+    async fn lapse_offers(&self, limit: i64, lapse: TaskExpiry) -> Result<Vec<Task>, StoreError> {
+        self.lapse_offers(limit, lapse).await
+    }
+
+    async fn run_stats(&self, since: Millis) -> Result<Vec<RunStat>, StoreError> {
+        self.run_stats(since).await
+    }
+
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
         self.task(id).await
     }
@@ -431,5 +443,41 @@ impl Store for SqliteStore {
 
     async fn search_messages(&self, q: &SearchQuery) -> Result<Vec<MessageHit>, StoreError> {
         self.search_messages(q).await
+    }
+
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        self.create_schedule(schedule).await
+    }
+
+    async fn schedules(&self, limit: i64) -> Result<Vec<Schedule>, StoreError> {
+        self.schedules(limit).await
+    }
+
+    async fn schedule(&self, id: i64) -> Result<Option<Schedule>, StoreError> {
+        self.schedule(id).await
+    }
+
+    async fn update_schedule(
+        &self,
+        id: i64,
+        change: ScheduleChange,
+    ) -> Result<Schedule, StoreError> {
+        self.update_schedule(id, change).await
+    }
+
+    async fn delete_schedule(&self, id: i64) -> Result<bool, StoreError> {
+        self.delete_schedule(id).await
+    }
+
+    async fn due_schedules(&self, now: Millis, limit: i64) -> Result<Vec<Schedule>, StoreError> {
+        self.due_schedules(now, limit).await
+    }
+
+    async fn fire_schedule(
+        &self,
+        claim: OccurrenceClaim,
+        firing: Firing,
+    ) -> Result<FireOutcome, StoreError> {
+        self.fire_schedule(claim, firing).await
     }
 }

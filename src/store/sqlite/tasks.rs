@@ -15,11 +15,16 @@ use sqlx::{Row, SqliteConnection};
 use std::collections::HashMap;
 use std::str::FromStr;
 
-const TASK_COLS: &str = "id, title, body, state, priority, requires, tags, assignee, \
+pub(super) const TASK_COLS: &str = "id, title, body, state, priority, requires, tags, assignee, \
     lease_expires_at, attempts, max_attempts, created_by, created_at, updated_at, result, \
-    error, progress, percent";
+    error, progress, percent, offered_to, offer_expires_at";
 
-fn task_from_row(r: &SqliteRow) -> Result<Task, StoreError> {
+/// Learned allocation: a task offered to another agent is passed over
+/// until its offer ends (`?2` the claimant, `?3` now).
+const OFFER_FREE: &str =
+    "AND (t.offered_to IS NULL OR t.offered_to = ?2 OR t.offer_expires_at <= ?3)";
+
+pub(super) fn task_from_row(r: &SqliteRow) -> Result<Task, StoreError> {
     let state: String = r.try_get("state")?;
     let result: Option<String> = r.try_get("result")?;
     Ok(Task {
@@ -47,6 +52,8 @@ fn task_from_row(r: &SqliteRow) -> Result<Task, StoreError> {
         error: r.try_get("error")?,
         progress: r.try_get("progress")?,
         percent: r.try_get("percent")?,
+        offered_to: r.try_get("offered_to")?,
+        offer_expires_at: r.try_get("offer_expires_at")?,
     })
 }
 
@@ -159,6 +166,34 @@ async fn apply_change(
     Ok((task, events, delta))
 }
 
+/// Inserts an open task (inside the caller's transaction) and returns it.
+pub(super) async fn insert_task(
+    conn: &mut SqliteConnection,
+    new: &NewTask,
+    created_by: &str,
+    max_attempts: i64,
+    now: Millis,
+) -> Result<Task, StoreError> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO tasks (title, body, state, priority, requires, tags, \
+         max_attempts, created_by, created_at, updated_at, offered_to, offer_expires_at) \
+         VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10) RETURNING {TASK_COLS}"
+    ))
+    .bind(&new.title)
+    .bind(&new.body)
+    .bind(new.priority)
+    .bind(json_list(&new.requires))
+    .bind(json_list(&new.tags))
+    .bind(new.max_attempts.unwrap_or(max_attempts))
+    .bind(created_by)
+    .bind(now)
+    .bind(&new.offered_to)
+    .bind(new.offer_expires_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    task_from_row(&row)
+}
+
 impl SqliteStore {
     /// Inserts a task and the events `events_for` derives from it.
     pub(super) async fn create_task(
@@ -171,22 +206,7 @@ impl SqliteStore {
         self.writer
             .write(move |conn, now| {
                 Box::pin(async move {
-                    let row = sqlx::query(&format!(
-                        "INSERT INTO tasks (title, body, state, priority, requires, tags, \
-                         max_attempts, created_by, created_at, updated_at) \
-                         VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?8, ?8) RETURNING {TASK_COLS}"
-                    ))
-                    .bind(&new.title)
-                    .bind(&new.body)
-                    .bind(new.priority)
-                    .bind(json_list(&new.requires))
-                    .bind(json_list(&new.tags))
-                    .bind(new.max_attempts.unwrap_or(max_attempts))
-                    .bind(&created_by)
-                    .bind(now)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    let task = task_from_row(&row)?;
+                    let task = insert_task(conn, &new, &created_by, max_attempts, now).await?;
                     let events = events_for(&task);
                     Ok((task, events, count_delta(None, TaskState::Open)))
                 })
@@ -238,11 +258,12 @@ impl SqliteStore {
                          (SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_open_queue \
                           WHERE state = 'open' AND NOT EXISTS \
                           (SELECT 1 FROM json_each(t.requires) r WHERE r.value NOT IN \
-                           (SELECT value FROM json_each(?1))) \
+                           (SELECT value FROM json_each(?1))) {OFFER_FREE} \
                           ORDER BY priority DESC, id LIMIT 1) c"
                     ))
                     .bind(json_list(&capabilities))
                     .bind(&guard.agent)
+                    .bind(now)
                     .fetch_one(&mut *conn)
                     .await?;
                     guard.check(row.try_get("held")?)?;
