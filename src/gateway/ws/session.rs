@@ -5,7 +5,6 @@
 
 use super::frames::{self, ClientFrame};
 use crate::bus::{CloseReason, Delivery};
-use crate::catalog::Catalog;
 use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{Agent, Caller, Platform};
@@ -42,15 +41,6 @@ type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 type WsRead = Result<Message, axum::Error>;
 
-/// True for a frame that becomes a core command (not hello, ping, ack or
-/// reason), i.e. one whose execution may join others in a burst.
-fn is_plain_command(text: &str, catalog: &Catalog) -> bool {
-    matches!(
-        frames::parse(text, catalog),
-        Ok((_, ClientFrame::Command(cmd))) if !matches!(cmd, Command::Reason { .. })
-    )
-}
-
 /// Why the loop ended; the close frame to send, if any.
 enum Stop {
     Close(u16, String),
@@ -86,7 +76,6 @@ pub async fn run(socket: WebSocket, app: AppState) {
         jobs: JoinSet::new(),
         side_tx: None,
         side_rx: None,
-        deferred: None,
     };
     let session = uuid::Uuid::new_v4();
     let (agent, hello) = match conn.handshake().await {
@@ -130,8 +119,16 @@ struct Conn {
     /// on the first reasoning request, so idle connections do not carry it.
     side_tx: Option<mpsc::Sender<String>>,
     side_rx: Option<mpsc::Receiver<String>>,
-    /// While a burst of commands is checked: the ones to execute together.
-    deferred: Option<Vec<(Option<String>, Command)>>,
+}
+
+/// One frame of a burst, read and sorted once.
+enum BurstItem {
+    /// A command that may run together with its neighbours (not `reason`).
+    Plain(Option<String>, Command),
+    /// Anything else: served alone, in order.
+    Other(Message),
+    /// A text frame that parsed, but is not a plain command.
+    Parsed(Option<String>, ClientFrame),
 }
 
 impl Conn {
@@ -426,12 +423,12 @@ impl Conn {
         }
     }
 
-    /// Serves frames read together, in order. Consecutive commands among
-    /// them are executed concurrently (their writes share a commit) and
-    /// answered in frame order.
+    /// Serves frames read together, in order, each parsed once. Consecutive
+    /// commands among them are executed concurrently (their writes share a
+    /// commit) and answered in frame order.
     async fn on_burst(&mut self, burst: Vec<Option<WsRead>>, caller: &Caller) -> Result<(), Stop> {
         let single = burst.len() == 1;
-        let mut run: Vec<Utf8Bytes> = Vec::new();
+        let mut run: Vec<(Option<String>, Command)> = Vec::new();
         for msg in burst {
             let msg = match msg {
                 None | Some(Err(_)) => {
@@ -440,17 +437,40 @@ impl Conn {
                 }
                 Some(Ok(m)) => m,
             };
-            match msg {
-                Message::Text(t) if !single && is_plain_command(&t, &self.app.core.catalog) => {
-                    run.push(t)
+            match self.sort_frame(msg) {
+                BurstItem::Plain(re, cmd) if !single => run.push((re, cmd)),
+                BurstItem::Plain(re, cmd) => {
+                    Box::pin(self.on_parsed(re, ClientFrame::Command(cmd), caller)).await?
                 }
-                other => {
+                BurstItem::Parsed(re, frame) => {
+                    self.run_commands(std::mem::take(&mut run), caller).await?;
+                    Box::pin(self.on_parsed(re, frame, caller)).await?;
+                }
+                BurstItem::Other(other) => {
                     self.run_commands(std::mem::take(&mut run), caller).await?;
                     self.on_message(other, caller).await?;
                 }
             }
         }
         self.run_commands(run, caller).await
+    }
+
+    /// Parses a text frame once (an oversized or unparsable one is left for
+    /// [`Conn::on_message`] to refuse).
+    fn sort_frame(&self, msg: Message) -> BurstItem {
+        let Message::Text(t) = msg else {
+            return BurstItem::Other(msg);
+        };
+        if t.len() > self.app.cfg.limits.max_frame_bytes {
+            return BurstItem::Other(Message::Text(t));
+        }
+        match frames::parse(t.as_str(), &self.app.core.catalog) {
+            Ok((re, ClientFrame::Command(cmd))) if !matches!(cmd, Command::Reason { .. }) => {
+                BurstItem::Plain(re, cmd)
+            }
+            Ok((re, frame)) => BurstItem::Parsed(re, frame),
+            Err(_) => BurstItem::Other(Message::Text(t)),
+        }
     }
 
     /// One frame, the way the read loop always served it.
@@ -472,25 +492,22 @@ impl Conn {
         }
     }
 
-    /// Runs a run of command frames: one alone as usual; several checked in
-    /// order, executed together, answered in order in one flush.
-    async fn run_commands(&mut self, run: Vec<Utf8Bytes>, caller: &Caller) -> Result<(), Stop> {
+    /// Runs a run of parsed commands: one alone as usual; several executed
+    /// together, answered in order in one flush.
+    async fn run_commands(
+        &mut self,
+        run: Vec<(Option<String>, Command)>,
+        caller: &Caller,
+    ) -> Result<(), Stop> {
         if run.len() <= 1 {
-            for t in run {
-                self.on_message(Message::Text(t), caller).await?;
+            for (re, cmd) in run {
+                Box::pin(self.on_parsed(re, ClientFrame::Command(cmd), caller)).await?;
             }
             return Ok(());
         }
-        self.deferred = Some(Vec::with_capacity(run.len()));
-        for t in &run {
-            if let Err(s) = Box::pin(self.on_text(t.as_str(), caller)).await {
-                self.deferred = None;
-                return Err(s);
-            }
-        }
-        let deferred = self.deferred.take().unwrap_or_default();
+        self.bad_in_a_row = 0;
         let dispatch = self.app.dispatch.clone();
-        let replies = futures_util::future::join_all(deferred.into_iter().map(|(re, cmd)| {
+        let replies = futures_util::future::join_all(run.into_iter().map(|(re, cmd)| {
             let dispatch = dispatch.clone();
             async move {
                 match dispatch.dispatch(caller, cmd).await {
@@ -577,20 +594,29 @@ impl Conn {
         Ok(())
     }
 
+    /// One text frame: size check, parse, then [`Conn::on_parsed`].
     async fn on_text(&mut self, text: &str, caller: &Caller) -> Result<(), Stop> {
         if text.len() > self.app.cfg.limits.max_frame_bytes {
             let e = self.too_large(text.len());
             self.send_error(None, &e).await?;
             return Err(stop(1009, "frame too large"));
         }
-        let (re, frame) = match frames::parse(text, &self.app.core.catalog) {
-            Ok(v) => v,
+        match frames::parse(text, &self.app.core.catalog) {
+            Ok((re, frame)) => self.on_parsed(re, frame, caller).await,
             Err(bad) => {
-                return self
-                    .on_bad(bad.re, CoreError::BadRequest(bad.message))
+                self.on_bad(bad.re, CoreError::BadRequest(bad.message))
                     .await
             }
-        };
+        }
+    }
+
+    /// Serves one parsed frame.
+    async fn on_parsed(
+        &mut self,
+        re: Option<String>,
+        frame: ClientFrame,
+        caller: &Caller,
+    ) -> Result<(), Stop> {
         let dispatch = self.app.dispatch.clone();
         let cmd = match frame {
             ClientFrame::Ack { seq } => {
@@ -638,16 +664,10 @@ impl Conn {
                     }
                 }
             }
-            cmd => {
-                if let Some(deferred) = self.deferred.as_mut() {
-                    deferred.push((re, cmd));
-                    return Ok(());
-                }
-                match dispatch.dispatch(caller, cmd).await {
-                    Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
-                    Err(e) => frames::error_frame(re.as_deref(), &e),
-                }
-            }
+            cmd => match dispatch.dispatch(caller, cmd).await {
+                Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
+                Err(e) => frames::error_frame(re.as_deref(), &e),
+            },
         };
         self.send_text(reply).await
     }
