@@ -182,6 +182,11 @@ fn spawn_upkeep(
         ms(cfg.sync.ack_flush_ms),
         shutdown.clone(),
     ));
+    tasks.spawn(crate::core::retention::run_retention(
+        core.clone(),
+        cfg.events.clone(),
+        shutdown.clone(),
+    ));
 }
 
 /// Step 2: the Twitch front door, when configured (the task to spawn once
@@ -319,6 +324,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
         discord,
+        replay_reads: Arc::new(tokio::sync::Semaphore::new(cfg.events.replay_reads.max(1))),
     };
     spawn_http(&mut tasks, listener, state, &shutdown);
     if let Some(twitch) = twitch {

@@ -12,6 +12,8 @@ pub mod messages;
 pub mod model;
 pub mod polls;
 pub mod reasoning;
+pub mod replay;
+pub mod retention;
 pub mod search;
 pub mod stats;
 pub mod store;
@@ -44,6 +46,8 @@ pub struct Core {
     pub catalog: Arc<crate::catalog::Catalog>,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
+    /// The event-table figures the retention loop keeps for `/metrics`.
+    pub retention: retention::RetentionState,
     started: Instant,
 }
 
@@ -67,6 +71,7 @@ impl Core {
             limits,
             polls_cfg,
             acks: AckBook::default(),
+            retention: retention::RetentionState::default(),
             started: Instant::now(),
         })
     }

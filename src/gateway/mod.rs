@@ -36,6 +36,9 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// The Discord front door (None when Discord is not configured).
     pub discord: Option<Arc<discord::Discord>>,
+    /// Permits for replay page reads (`events.replay_reads`): catching-up
+    /// connections take turns, so live requests still get a read connection.
+    pub replay_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The whole HTTP surface.

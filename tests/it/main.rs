@@ -26,5 +26,6 @@ mod twitch;
 mod ws_backpressure;
 mod ws_bad_input;
 mod ws_events;
+mod ws_replay;
 mod ws_session;
 mod ws_tasks;

@@ -1,13 +1,16 @@
-//! One agent connection: the `hello` handshake, replay of missed events,
-//! then one loop that reads requests, writes replies and drains the
-//! connection's event queue. A connection that cannot keep up is cut off by
+//! One agent connection: the `hello` handshake, then one loop that reads
+//! requests, writes replies, replays missed events page by page (beside
+//! the requests, see [`super::replay`]) and then drains the connection's
+//! event queue. A connection that cannot keep up is cut off by
 //! the bus without slowing anyone else.
 
 use super::frames::{self, ClientFrame};
+use super::replay::ReplayStream;
 use crate::bus::{CloseReason, Delivery};
 use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{Agent, Caller, Platform};
+use crate::core::replay::ResumeAsk;
 use crate::dispatch::Admitted;
 use crate::gateway::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -26,8 +29,6 @@ use tracing::Instrument;
 
 /// Events written per flush when a queue has several waiting.
 const WRITE_BATCH: usize = 64;
-/// Events fetched per replay page.
-const REPLAY_PAGE: i64 = 256;
 /// Frames produced off the loop that may wait to be written.
 const SIDE_QUEUE: usize = 256;
 /// Most frames read in one go from one connection.
@@ -98,7 +99,8 @@ pub async fn run(socket: WebSocket, app: AppState) {
 struct Hello {
     re: Option<String>,
     capabilities: Option<Vec<String>>,
-    resume_from: Option<i64>,
+    resume_from: Result<Option<i64>, String>,
+    replay_limit: Result<Option<i64>, String>,
 }
 
 struct Conn {
@@ -232,6 +234,7 @@ impl Conn {
                 token,
                 capabilities,
                 resume_from,
+                replay_limit,
             } = frame
             else {
                 let e = CoreError::Unauthorized("the first frame must be hello".into());
@@ -245,6 +248,7 @@ impl Conn {
                         re,
                         capabilities,
                         resume_from,
+                        replay_limit,
                     },
                 )),
                 Err(e) => {
@@ -256,7 +260,7 @@ impl Conn {
     }
 
     /// Registers the connection, sends `welcome`, replays, then serves.
-    async fn serve(&mut self, mut agent: Agent, hello: Hello, session: uuid::Uuid) -> Stop {
+    async fn serve(&mut self, mut agent: Agent, mut hello: Hello, session: uuid::Uuid) -> Stop {
         let core = self.app.core.clone();
         if let Err(e) = core
             .agent_connected(&agent.name, hello.capabilities.clone())
@@ -265,7 +269,7 @@ impl Conn {
             let _ = self.send_error(hello.re.as_deref(), &e).await;
             return stop(1008, "bad hello");
         }
-        if let Some(c) = hello.capabilities {
+        if let Some(c) = hello.capabilities.take() {
             agent.capabilities = c;
         }
         let limits = &self.app.cfg.limits;
@@ -274,9 +278,7 @@ impl Conn {
             .register(&agent.name, agent.capabilities.clone(), limits.send_queue);
         self.cancel = reg.cancel;
         self.close = reg.close;
-        let result = self
-            .serve_registered(&agent, hello.re, hello.resume_from, session, reg.rx)
-            .await;
+        let result = self.serve_registered(&agent, hello, session, reg.rx).await;
         core.bus.unregister(&agent.name, reg.id);
         if let Err(e) = core.touch_agent(&agent.name).await {
             tracing::warn!(error = %e, "could not record last_seen");
@@ -285,16 +287,57 @@ impl Conn {
         result
     }
 
+    /// Checks what `hello` asked of the replay; an unusable value is
+    /// answered with an `error` frame (after `welcome`) and left out.
+    async fn resume_ask(&self, hello: &Hello, notes: &mut Vec<String>) -> ResumeAsk {
+        let re = hello.re.as_deref();
+        let refused = |msg: &str| {
+            let e = CoreError::BadRequest(format!(
+                "{msg}; it was ignored and events are replayed as if it were absent"
+            ));
+            frames::error_frame(re, &e)
+        };
+        let resume_from = match &hello.resume_from {
+            Ok(Some(seq)) => match self.app.core.check_resume_from(*seq).await {
+                Ok(()) => Some(*seq),
+                Err(CoreError::BadRequest(msg)) => {
+                    notes.push(refused(&msg));
+                    None
+                }
+                Err(e) => {
+                    notes.push(frames::error_frame(re, &e));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(msg) => {
+                notes.push(refused(msg));
+                None
+            }
+        };
+        let replay_limit = match &hello.replay_limit {
+            Ok(limit) => *limit,
+            Err(msg) => {
+                notes.push(refused(msg));
+                None
+            }
+        };
+        ResumeAsk {
+            resume_from,
+            replay_limit,
+        }
+    }
+
     async fn serve_registered(
         &mut self,
         agent: &Agent,
-        re: Option<String>,
-        resume_from: Option<i64>,
+        hello: Hello,
         session: uuid::Uuid,
         rx: mpsc::Receiver<Delivery>,
     ) -> Stop {
         let core = self.app.core.clone();
         let limits = self.app.cfg.limits.clone();
+        let re = hello.re.clone();
         let seq = match core.newest_seq_for(&agent.name, &agent.capabilities).await {
             // Events at or before base_seq predate the agent and are never sent to it.
             Ok(s) if s > agent.base_seq => s,
@@ -304,10 +347,20 @@ impl Conn {
                 return stop(1011, "internal error");
             }
         };
+        let mut notes = Vec::new();
+        let ask = self.resume_ask(&hello, &mut notes).await;
+        let start = match core.replay_start(agent, ask).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.send_error(re.as_deref(), &e).await;
+                return stop(1011, "internal error");
+            }
+        };
         let welcome = json!({
             "type": "welcome", "re": re, "agent": agent.name, "session": session.to_string(),
             "seq": seq, "heartbeat_s": limits.heartbeat_s, "role": agent.role,
             "capabilities": agent.capabilities,
+            "replay": { "after": start.after, "limited": start.trimmed },
             "limits": {
                 "max_frame_bytes": limits.max_frame_bytes,
                 "max_bad_frames": limits.max_bad_frames,
@@ -318,48 +371,44 @@ impl Conn {
                 "rates": self.app.dispatch.rate_limits().report(),
             },
         });
-        if let Err(s) = self.send_text(welcome.to_string()).await {
+        let mut first = vec![Message::Text(welcome.to_string().into())];
+        first.extend(notes.into_iter().map(|n| Message::Text(n.into())));
+        if let Some(gap) = start.gap {
+            let frame = json!({
+                "type": "resume_gap", "re": re,
+                "resume_from": gap.requested, "pruned_to": gap.pruned_to,
+                "replay_after": start.after,
+                "message": format!(
+                    "events up to seq {} were pruned by retention; events between {} and {} \
+                     that were for you are gone; replay starts after {}",
+                    gap.pruned_to, gap.requested, gap.pruned_to, start.after
+                ),
+            });
+            first.push(Message::Text(frame.to_string().into()));
+        }
+        if let Err(s) = self.write(first).await {
             return s;
         }
-        tracing::info!(resume_from, "connected");
-        let acked = agent
-            .acked_seq
-            .max(core.acks.latest(&agent.name).unwrap_or(0));
-        let after = resume_from.unwrap_or(acked).max(agent.base_seq);
-        if let Err(s) = self.replay(agent, after).await {
-            return s;
-        }
-        self.read_loop(agent, rx).await
+        tracing::info!(after = start.after, "connected");
+        let replay = ReplayStream::new(
+            core.clone(),
+            self.app.replay_reads.clone(),
+            &agent.name,
+            &agent.capabilities,
+            start.after,
+            self.app.cfg.events.replay_page,
+        );
+        self.read_loop(agent, rx, Some(replay)).await
     }
 
-    /// Sends every stored event after `after` for this agent, page by page.
-    async fn replay(&mut self, agent: &Agent, mut after: i64) -> Result<(), Stop> {
-        let core = self.app.core.clone();
-        loop {
-            let page = core
-                .events_for(&agent.name, &agent.capabilities, after, REPLAY_PAGE)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "replay failed");
-                    stop(1011, "replay failed")
-                })?;
-            let Some(scanned) = page.scanned_to else {
-                return Ok(());
-            };
-            after = scanned;
-            if let Some(last) = page.events.last() {
-                self.last_sent = last.seq;
-            }
-            let msgs = page
-                .events
-                .into_iter()
-                .map(|e| Message::Text(Utf8Bytes::from(e.frame.to_string())))
-                .collect();
-            self.write(msgs).await?;
-        }
-    }
-
-    async fn read_loop(&mut self, agent: &Agent, mut rx: mpsc::Receiver<Delivery>) -> Stop {
+    /// Serves the connection: requests, live events, reasoning frames, and
+    /// the replay's pages while it lasts (see [`super::replay`]).
+    async fn read_loop(
+        &mut self,
+        agent: &Agent,
+        mut rx: mpsc::Receiver<Delivery>,
+        mut replay: Option<ReplayStream>,
+    ) -> Stop {
         let caller = Caller {
             identity: agent.name.clone(),
             role: agent.role,
@@ -386,7 +435,13 @@ impl Conn {
                 _ = &mut shutdown => return stop(1001, "server shutting down"),
                 d = rx.recv(), if !rx_closed => {
                     let Some(first) = d else { rx_closed = true; continue };
-                    if let Err(s) = self.write_events(first, &mut rx).await {
+                    if let Some(r) = replay.as_mut() {
+                        // replay sends these in their turn, from the store
+                        r.saw_live(first.seq);
+                        while let Ok(d) = rx.try_recv() {
+                            r.saw_live(d.seq);
+                        }
+                    } else if let Err(s) = self.write_events(first, &mut rx).await {
                         return s;
                     }
                 }
@@ -414,6 +469,41 @@ impl Conn {
                     }
                     if let Err(s) = Box::pin(self.on_burst(burst, &caller)).await {
                         return s;
+                    }
+                }
+                page = async {
+                    match replay.as_mut() {
+                        Some(r) => r.next_page().await,
+                        None => std::future::pending().await,
+                    }
+                }, if replay.is_some() => {
+                    let page = match page {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "replay failed");
+                            return stop(1011, "replay failed");
+                        }
+                    };
+                    let done = replay.as_mut().is_some_and(|r| r.took(&page));
+                    if let Some(last) = page.last_seq() {
+                        self.last_sent = self.last_sent.max(last);
+                    }
+                    if done {
+                        if let Some(r) = replay.take() {
+                            self.last_sent = self.last_sent.max(r.sent_to());
+                        }
+                    }
+                    let msgs: Vec<Message> = page
+                        .frames
+                        .into_iter()
+                        .map(|(_, f)| Message::Text(f.into()))
+                        .collect();
+                    if !msgs.is_empty() {
+                        if let Err(s) = self.write(msgs).await {
+                            return s;
+                        }
+                        // a peer taking the replay is alive
+                        idle.as_mut().reset(Instant::now() + self.idle);
                     }
                 }
                 _ = &mut idle => {
