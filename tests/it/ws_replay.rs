@@ -52,7 +52,10 @@ async fn messages_until(c: &mut Client, last: &str) -> Vec<(i64, String)> {
         }
         let seq = v["seq"].as_i64().expect("seq");
         if let Some((prev, _)) = got.last() {
-            assert!(seq > *prev, "seq {seq} after {prev}: not strictly increasing");
+            assert!(
+                seq > *prev,
+                "seq {seq} after {prev}: not strictly increasing"
+            );
         }
         let text = v["data"]["text"].as_str().unwrap_or_default().to_string();
         got.push((seq, text.clone()));
@@ -171,12 +174,13 @@ async fn bad_resume_is_refused_after_welcome(resume_from: Value, says: &str) {
             assert_eq!(err["code"], "bad_request", "{err}");
             assert_eq!(err["re"], "hello", "{err}");
             let msg = err["message"].as_str().unwrap_or_default();
-            assert!(
-                msg.contains("resume_from") && msg.contains(says),
-                "{err}"
-            );
+            assert!(msg.contains("resume_from") && msg.contains(says), "{err}");
             let got = messages_until(&mut w, "m3").await;
-            assert_eq!(texts(&got), numbered("m", 4), "replayed from the stored ack");
+            assert_eq!(
+                texts(&got),
+                numbered("m", 4),
+                "replayed from the stored ack"
+            );
             w.assert_alive().await;
         }
     })
@@ -233,7 +237,11 @@ async fn a_replay_failing_half_way_closes_1011_and_resuming_loses_and_doubles_no
             assert_eq!(seqs.len(), 10);
             // The sixth event becomes unreadable: the third page fails.
             let broken = seqs[5];
-            run_sql(&srv, &format!("UPDATE events SET kind = 'bogus' WHERE seq = {broken}")).await;
+            run_sql(
+                &srv,
+                &format!("UPDATE events SET kind = 'bogus' WHERE seq = {broken}"),
+            )
+            .await;
             let mut w = connect(&srv, &token, json!({})).await;
             let mut first = Vec::new();
             let close = loop {
@@ -395,12 +403,20 @@ async fn agent_events_returns_only_this_agents_events_in_either_order() {
         srv.add_agent("a", Role::Agent, &["rust"]).await;
         srv.add_agent("b", Role::Agent, &[]).await;
         let core = srv.core();
-        core.send_message(&cli(), "a", "to a".into()).await.expect("msg");
-        core.send_message(&cli(), "b", "to b".into()).await.expect("msg");
-        core.broadcast(&cli(), "all".into(), None).await.expect("broadcast");
+        core.send_message(&cli(), "a", "to a".into())
+            .await
+            .expect("msg");
+        core.send_message(&cli(), "b", "to b".into())
+            .await
+            .expect("msg");
+        core.broadcast(&cli(), "all".into(), None)
+            .await
+            .expect("broadcast");
         let mut boss = srv.admin("boss").await;
-        boss.create_task(json!({"title":"needs go","requires":["go"]})).await;
-        boss.create_task(json!({"title":"needs rust","requires":["rust"]})).await;
+        boss.create_task(json!({"title":"needs go","requires":["go"]}))
+            .await;
+        boss.create_task(json!({"title":"needs rust","requires":["rust"]}))
+            .await;
         let caps = vec!["rust".to_string()];
         let all = core
             .store
@@ -408,7 +424,11 @@ async fn agent_events_returns_only_this_agents_events_in_either_order() {
             .await
             .expect("read");
         let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, vec!["message", "broadcast", "task.created"], "{all:?}");
+        assert_eq!(
+            kinds,
+            vec!["message", "broadcast", "task.created"],
+            "{all:?}"
+        );
         assert!(all[0].data.contains("to a"), "{all:?}");
         assert!(all[2].data.contains("needs rust"), "{all:?}");
         let seqs: BTreeSet<i64> = all.iter().map(|e| e.seq).collect();

@@ -4,7 +4,7 @@
 use super::{json_list, parse_list, SqliteStore};
 use crate::clock::Millis;
 use crate::core::events::{Audience, CommittedEvent, EventKind, NewEvent};
-use crate::core::store::{EventTable, MessageRecord, Pruned, SeqRange, StoredEvent, StoreError};
+use crate::core::store::{EventTable, MessageRecord, Pruned, SeqRange, StoreError, StoredEvent};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
