@@ -92,6 +92,9 @@ impl Default for Bus {
     }
 }
 
+/// Events an observer may fall behind before it loses some.
+const OBSERVER_ROOM: usize = 4096;
+
 const SLOW: CloseReason = CloseReason {
     code: 1013,
     reason: "too slow: send queue full; reconnect with resume_from",
@@ -100,7 +103,7 @@ const SLOW: CloseReason = CloseReason {
 impl Bus {
     /// An empty bus.
     pub fn new() -> Self {
-        let (observers, _) = broadcast::channel(4096);
+        let (observers, _) = broadcast::channel(OBSERVER_ROOM);
         Bus {
             agents: DashMap::new(),
             connections: AtomicUsize::new(0),
@@ -172,6 +175,49 @@ impl Bus {
     /// Open agent connections here.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Each connected agent with the union of its connections' capabilities
+    /// (for insights: which queues someone online can serve).
+    pub fn online_capabilities(&self) -> Vec<(String, Vec<String>)> {
+        self.agents
+            .iter()
+            .map(|e| {
+                let mut caps: Vec<String> = Vec::new();
+                for c in e.value() {
+                    for cap in c.capabilities.iter() {
+                        if !caps.contains(cap) {
+                            caps.push(cap.clone());
+                        }
+                    }
+                }
+                (e.key().clone(), caps)
+            })
+            .collect()
+    }
+
+    /// The fullest send queue of each connected agent: (agent, events
+    /// queued, queue size), for the `queue_full` alert.
+    pub fn send_queue_fill(&self) -> Vec<(String, usize, usize)> {
+        self.agents
+            .iter()
+            .filter_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|c| {
+                        let room = c.tx.max_capacity();
+                        (room - c.tx.capacity(), room)
+                    })
+                    .max()
+                    .map(|(used, room)| (e.key().clone(), used, room))
+            })
+            .collect()
+    }
+
+    /// Events the slowest observer (announcer, dashboard stream) has not
+    /// read yet, and how many it may fall behind before it loses some.
+    pub fn event_backlog(&self) -> (usize, usize) {
+        (self.observers.len(), OBSERVER_ROOM)
     }
 
     /// A receiver of every committed event (for bridges and the dashboard);

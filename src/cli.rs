@@ -494,5 +494,14 @@ fn config_check(cfg: &Config) -> anyhow::Result<()> {
             "token needed (dashboard.public = false)"
         }
     );
+    if cfg.alerts.enabled {
+        out!(
+            "  alerts:     on, every {} ms, repeated every {} s (docs/insights.md)",
+            cfg.alerts.interval_ms,
+            cfg.alerts.repeat_s
+        );
+    } else {
+        out!("  alerts:     off (alerts.enabled = false)");
+    }
     Ok(())
 }

@@ -59,6 +59,9 @@ pub struct Config {
     /// The MCP front door at `/mcp`: allowed `Host`s and `Origin`s.
     #[serde(default)]
     pub mcp: crate::gateway::mcp::McpConfig,
+    /// Bottleneck alerts: thresholds and evaluation period (docs/insights.md).
+    #[serde(default)]
+    pub alerts: crate::core::alerts::AlertsConfig,
     /// Replay and retention of durable events.
     #[serde(default)]
     pub events: EventsConfig,
@@ -484,6 +487,10 @@ impl Config {
                 ),
             );
         }
+        self.alerts.validate().map_err(|b| ConfigError::Invalid {
+            key: b.key,
+            problem: b.problem,
+        })?;
         self.twitch.validate()?;
         if let Some(key) = self
             .discord

@@ -18,7 +18,7 @@ pub mod core;
 pub mod dispatch;
 /// Embeddings for semantic search: OpenAI-compatible client, local model, ranking.
 pub mod embed;
-/// The front doors: WebSocket, HTTP, dashboard, Discord, Twitch.
+/// The front doors: WebSocket, HTTP, dashboard, MCP, A2A, Discord, Twitch.
 pub mod gateway;
 /// Rate limits per caller and class (governor).
 pub mod limits;

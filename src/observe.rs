@@ -121,6 +121,34 @@ fn describe() {
         "Database time by operation (write: one whole transaction)."
     );
     describe_gauge!("swarmbridge_tasks", "Tasks by state.");
+    describe_gauge!(
+        "swarmbridge_alerts_active",
+        "Active bottleneck alerts by rule (docs/insights.md)."
+    );
+    describe_gauge!(
+        "swarmbridge_swarm_success_ratio",
+        "Done / (done + failed + expired) claims of the whole swarm, by window (hour, day)."
+    );
+    describe_gauge!(
+        "swarmbridge_queue_wait_p95_seconds",
+        "Wait from created (or reopened) to claimed, p95, by queue (the 20 slowest, and all) and window."
+    );
+    describe_gauge!(
+        "swarmbridge_queue_backlog",
+        "Open tasks by queue (the 20 slowest queues)."
+    );
+    describe_gauge!(
+        "swarmbridge_queue_oldest_open_seconds",
+        "Age of the oldest open task by queue (the 20 slowest queues)."
+    );
+    describe_gauge!(
+        "swarmbridge_agent_success_ratio",
+        "An agent's done / (done + failed + expired) over the last day (the 20 least reliable)."
+    );
+    describe_gauge!(
+        "swarmbridge_agent_expiries_last_day",
+        "Leases an agent let expire over the last day (the 20 least reliable)."
+    );
     describe_gauge!("swarmbridge_agents_online", "Distinct agents connected.");
     describe_gauge!(
         "swarmbridge_uptime_seconds",
@@ -209,6 +237,7 @@ pub fn render(core: &Core, fd: &FrontDoorStats) -> String {
     }
     gauge!("swarmbridge_agents_online").set(core.bus.agents_online() as f64);
     gauge!("swarmbridge_uptime_seconds").set(core.uptime_s() as f64);
+    insight_gauges(core);
     let mut text = handle.render();
     event_table_figures(&mut text, core);
     text
@@ -282,4 +311,63 @@ fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Queues and agents given their own series at most (the slowest queues,
+/// the least reliable agents), so label cardinality stays bounded.
+pub const MAX_INSIGHT_SERIES: usize = 20;
+
+/// The latest insights (computed by the alert loop or an `insights`
+/// command, never by a scrape) and the active alerts as gauges.
+fn insight_gauges(core: &Core) {
+    for (rule, n) in core.latest_insights.alert_counts() {
+        gauge!("swarmbridge_alerts_active", "rule" => rule).set(n as f64);
+    }
+    let Some(i) = core.latest_insights.get() else {
+        return;
+    };
+    let ratio = |r: Option<f64>| r.unwrap_or(f64::NAN);
+    gauge!("swarmbridge_swarm_success_ratio", "window" => "hour")
+        .set(ratio(i.swarm.hour.success_rate));
+    gauge!("swarmbridge_swarm_success_ratio", "window" => "day")
+        .set(ratio(i.swarm.day.success_rate));
+    let secs = |ms: Option<i64>| ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0);
+    gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => "all", "window" => "hour")
+        .set(secs(i.wait_hour.p95_ms));
+    gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => "all", "window" => "day")
+        .set(secs(i.wait_day.p95_ms));
+    let mut queues = std::collections::BTreeSet::new();
+    for q in i.queues.iter().take(MAX_INSIGHT_SERIES) {
+        let name = q.queue.clone();
+        gauge!("swarmbridge_queue_backlog", "queue" => name.clone()).set(q.backlog as f64);
+        gauge!("swarmbridge_queue_oldest_open_seconds", "queue" => name.clone())
+            .set(q.oldest_open_age_s.unwrap_or(0) as f64);
+        gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => name.clone(), "window" => "hour")
+            .set(secs(q.wait_hour.p95_ms));
+        gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => name.clone(), "window" => "day")
+            .set(secs(q.wait_day.p95_ms));
+        queues.insert(name);
+    }
+    let mut agents = std::collections::BTreeSet::new();
+    for a in i.agents.iter().take(MAX_INSIGHT_SERIES) {
+        let name = a.agent.clone();
+        gauge!("swarmbridge_agent_success_ratio", "agent" => name.clone())
+            .set(ratio(a.windows.day.success_rate));
+        gauge!("swarmbridge_agent_expiries_last_day", "agent" => name.clone())
+            .set(a.windows.day.expiries as f64);
+        agents.insert(name);
+    }
+    let (gone_q, gone_a) = core.latest_insights.replace_shown(queues, agents);
+    for name in gone_q {
+        gauge!("swarmbridge_queue_backlog", "queue" => name.clone()).set(0.0);
+        gauge!("swarmbridge_queue_oldest_open_seconds", "queue" => name.clone()).set(0.0);
+        for w in ["hour", "day"] {
+            gauge!("swarmbridge_queue_wait_p95_seconds", "queue" => name.clone(), "window" => w)
+                .set(f64::NAN);
+        }
+    }
+    for name in gone_a {
+        gauge!("swarmbridge_agent_success_ratio", "agent" => name.clone()).set(f64::NAN);
+        gauge!("swarmbridge_agent_expiries_last_day", "agent" => name).set(0.0);
+    }
 }

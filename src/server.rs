@@ -264,6 +264,68 @@ fn start_discord(
     Ok(Some(d))
 }
 
+/// Step 3b: the bottleneck alert loop (`[alerts]`, docs/insights.md). On a
+/// shared (PostgreSQL) database one instance at a time evaluates the rules
+/// (ownership of `alerts`, like a platform connection), so instances do not
+/// raise and clear the same alert in turn; its presence and queues are
+/// the ones judged.
+fn spawn_alerts(
+    tasks: &mut JoinSet<()>,
+    cfg: &Arc<Config>,
+    dispatch: &Arc<Dispatcher>,
+    shutdown: &CancellationToken,
+) {
+    if !cfg.alerts.enabled {
+        return;
+    }
+    let (core, alerts_cfg, dispatch) = (
+        dispatch.core().clone(),
+        cfg.alerts.clone(),
+        dispatch.clone(),
+    );
+    let url = cfg.database.url.clone();
+    // on a shared database another instance may hold the platform
+    // connections, so this one cannot tell whether they are down
+    let judge_platforms = !crate::store::is_shared(&url);
+    tasks.spawn(crate::store::while_platform_owner(
+        url,
+        "alerts",
+        shutdown.clone(),
+        move |term| {
+            let dispatch = dispatch.clone();
+            // a platform counts as down once two evaluations in a row saw it down
+            let seen_down = Arc::new(std::sync::Mutex::new([false; 2]));
+            let probe = move || {
+                let core = dispatch.core();
+                let stats = dispatch.stats();
+                let mut seen = seen_down.lock().unwrap_or_else(|p| p.into_inner());
+                let mut platforms_down = Vec::new();
+                for (i, (name, link)) in [
+                    ("discord", stats.discord_link()),
+                    ("twitch", stats.twitch_link()),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let down = judge_platforms && link == "down";
+                    if down && seen[i] {
+                        platforms_down.push(name);
+                    }
+                    seen[i] = down;
+                }
+                crate::core::alerts::Probes {
+                    breaker_open: core.reasoner.is_configured()
+                        && core.reasoner.stats().circuit == crate::reason::CircuitState::Open,
+                    platforms_down,
+                    event_backlog: core.bus.event_backlog(),
+                    send_queues: core.bus.send_queue_fill(),
+                }
+            };
+            crate::core::alerts::run_alert_loop(core.clone(), alerts_cfg.clone(), probe, term)
+        },
+    ));
+}
+
 /// Step 4: binds the listener (port 0 picks a free one).
 async fn bind(cfg: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
     let addr = cfg.listen_addr();
@@ -317,6 +379,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     let twitch = prepare_twitch(&cfg, &dispatch, &shutdown)?;
     let (listener, addr) = bind(&cfg).await?;
     let discord = start_discord(&mut tasks, &cfg, &dispatch, &sessions, &shutdown)?;
+    spawn_alerts(&mut tasks, &cfg, &dispatch, &shutdown);
     let state = AppState {
         core: core.clone(),
         cfg: cfg.clone(),

@@ -16,6 +16,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../commands/messages.toml"),
     ),
     ("polls.toml", include_str!("../../commands/polls.toml")),
+    (
+        "insights.toml",
+        include_str!("../../commands/insights.toml"),
+    ),
 ];
 
 #[derive(Debug, Deserialize)]

@@ -18,6 +18,8 @@ pub enum Surface {
     Http,
     /// MCP tools (`/mcp`).
     Mcp,
+    /// A2A JSON-RPC methods (`/a2a`).
+    A2a,
 }
 
 /// The type of an option value.

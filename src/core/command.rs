@@ -3,7 +3,10 @@
 //! [`Core::execute`], its wire form in `dispatch::parse` and its entry in
 //! `commands/*.toml`; front doors only render the new [`Reply`] if it has one.
 
+use super::alerts::Alert;
 use super::error::CoreError;
+use super::insights::Insights;
+use super::messages::Inbox;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::polls::{NewPoll, Poll};
 use super::search::{SearchRequest, SearchResults};
@@ -95,6 +98,14 @@ pub enum Command {
         /// The text.
         text: String,
     },
+    /// Read the caller's direct messages and broadcasts after a `seq`,
+    /// acknowledging what was read.
+    Inbox {
+        /// Read what came after this `seq`; None: after the agent's last ack.
+        seq: Option<i64>,
+        /// At most this many messages (default [`super::messages::INBOX_DEFAULT_LIMIT`]).
+        limit: Option<i64>,
+    },
     /// Send to every agent (and the platforms' announcement channels).
     Broadcast {
         /// The text.
@@ -141,6 +152,19 @@ pub enum Command {
         /// The command asked about; None: all the caller may run.
         command: Option<String>,
     },
+    /// Performance analysis of agents, capabilities and queues.
+    Insights {
+        /// Only this agent's record (`not_found` for an unknown agent).
+        agent: Option<String>,
+    },
+    /// The active bottleneck alerts.
+    Alerts,
+    /// Advice from the reasoning engine (strategic mode) on the insights
+    /// and active alerts.
+    Recommend {
+        /// What the operator wants advice on, if anything in particular.
+        question: Option<String>,
+    },
 }
 
 /// The protocol name of every command variant, in declaration order: what
@@ -158,6 +182,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "task.cancel",
     "task.assign",
     "msg.send",
+    "inbox",
     "broadcast",
     "status",
     "agents",
@@ -168,6 +193,9 @@ pub const COMMAND_NAMES: &[&str] = &[
     "search",
     "reason",
     "help",
+    "insights",
+    "alerts",
+    "recommend",
 ];
 
 impl Command {
@@ -186,6 +214,7 @@ impl Command {
             Command::TaskCancel { .. } => "task.cancel",
             Command::TaskAssign { .. } => "task.assign",
             Command::MsgSend { .. } => "msg.send",
+            Command::Inbox { .. } => "inbox",
             Command::Broadcast { .. } => "broadcast",
             Command::Status => "status",
             Command::Agents => "agents",
@@ -196,6 +225,9 @@ impl Command {
             Command::Search(_) => "search",
             Command::Reason { .. } => "reason",
             Command::Help { .. } => "help",
+            Command::Insights { .. } => "insights",
+            Command::Alerts => "alerts",
+            Command::Recommend { .. } => "recommend",
         }
     }
 
@@ -234,6 +266,8 @@ pub enum Reply {
     Poll(Poll),
     /// `search`.
     Results(SearchResults),
+    /// `inbox`: the messages read and the cursor to read on from.
+    Inbox(Inbox),
     /// `poll.vote`: the vote was counted; the poll with its new tally
     /// (the WebSocket and HTTP answer `ok`, chat shows the tally).
     Voted(Poll),
@@ -244,6 +278,10 @@ pub enum Reply {
         /// The command asked about, if any.
         command: Option<String>,
     },
+    /// `insights`: the performance analysis.
+    Insights(Box<Insights>),
+    /// `alerts`: the active alerts, oldest first.
+    Alerts(Vec<Alert>),
 }
 
 impl Core {
@@ -305,6 +343,9 @@ impl Core {
                 self.send_message(caller, &to, text).await?;
                 Ok(Reply::Ok)
             }
+            Command::Inbox { seq, limit } => {
+                Ok(Reply::Inbox(self.read_inbox(caller, seq, limit).await?))
+            }
             Command::Broadcast { text, topic } => {
                 self.broadcast(caller, text, topic).await?;
                 Ok(Reply::Ok)
@@ -333,6 +374,13 @@ impl Core {
                 Ok(Reply::Reason(self.reason(&prompt, mode, deltas).await?))
             }
             Command::Help { command } => Ok(Reply::Help { command }),
+            Command::Insights { agent } => Ok(Reply::Insights(Box::new(
+                self.insights_for(agent.as_deref()).await?,
+            ))),
+            Command::Alerts => Ok(Reply::Alerts(self.active_alerts().await?)),
+            Command::Recommend { question } => Ok(Reply::Reason(
+                self.recommend(caller, question.as_deref()).await?,
+            )),
         }
     }
 }

@@ -31,11 +31,15 @@ pub enum EventKind {
     PollOpened,
     /// A poll closed.
     PollClosed,
+    /// A bottleneck alert started holding, or holds still (`repeats` > 0).
+    AlertRaised,
+    /// A bottleneck alert stopped holding.
+    AlertCleared,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Message,
         EventKind::Broadcast,
         EventKind::TaskCreated,
@@ -48,6 +52,8 @@ impl EventKind {
         EventKind::TaskCancelled,
         EventKind::PollOpened,
         EventKind::PollClosed,
+        EventKind::AlertRaised,
+        EventKind::AlertCleared,
     ];
 
     /// The protocol name, e.g. `task.created`.
@@ -65,6 +71,8 @@ impl EventKind {
             EventKind::TaskCancelled => "task.cancelled",
             EventKind::PollOpened => "poll.opened",
             EventKind::PollClosed => "poll.closed",
+            EventKind::AlertRaised => "alert.raised",
+            EventKind::AlertCleared => "alert.cleared",
         }
     }
 

@@ -1,17 +1,20 @@
 //! The coordination core: tasks under leases, agents, durable events,
-//! messages, polls and search. No Discord, Twitch, WebSocket or SQL types: front doors parse
+//! messages, polls, search, insights and alerts. No Discord, Twitch, WebSocket or SQL types: front doors parse
 //! into [`command::Command`], hand it to [`crate::dispatch`] (which applies
 //! the policy and calls the core), and render the [`command::Reply`].
 
 pub mod acks;
 pub mod agents;
+pub mod alerts;
 pub mod command;
 pub mod error;
 pub mod events;
+pub mod insights;
 pub mod messages;
 pub mod model;
 pub mod polls;
 pub mod reasoning;
+pub mod recommend;
 pub mod replay;
 pub mod retention;
 pub mod search;
@@ -48,6 +51,8 @@ pub struct Core {
     pub reasoner: Arc<crate::reason::Reasoner>,
     /// The event-table figures the retention loop keeps for `/metrics`.
     pub retention: retention::RetentionState,
+    /// The newest insights computed (read by `/metrics` without a query).
+    pub latest_insights: insights::LatestInsights,
     started: Instant,
 }
 
@@ -72,6 +77,7 @@ impl Core {
             polls_cfg,
             acks: AckBook::default(),
             retention: retention::RetentionState::default(),
+            latest_insights: insights::LatestInsights::default(),
             started: Instant::now(),
         })
     }

@@ -79,6 +79,8 @@ pub enum Platform {
     Http,
     /// An MCP client at `/mcp` (or through the stdio bridge).
     Mcp,
+    /// An A2A client at `/a2a`.
+    A2a,
     /// The command line, writing to the database directly.
     Cli,
 }
@@ -92,6 +94,7 @@ impl Platform {
             Platform::Twitch => "twitch",
             Platform::Http => "http",
             Platform::Mcp => "mcp",
+            Platform::A2a => "a2a",
             Platform::Cli => "cli",
         }
     }

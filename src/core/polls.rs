@@ -59,7 +59,10 @@ impl Voters {
     pub fn admit(self, platform: Platform) -> bool {
         match self {
             Voters::All => true,
-            Voters::Agents => matches!(platform, Platform::Ws | Platform::Http | Platform::Mcp),
+            Voters::Agents => matches!(
+                platform,
+                Platform::Ws | Platform::Http | Platform::Mcp | Platform::A2a
+            ),
             Voters::Discord => platform == Platform::Discord,
             Voters::Twitch => platform == Platform::Twitch,
         }

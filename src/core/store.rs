@@ -28,8 +28,10 @@
 //! that returns. Each request's answer is sent after the publish, so a
 //! caller who sees `ok` can rely on its event being on the bus.
 
+use super::alerts::{Alert, AlertEvents, Finding};
 use super::error::CoreError;
 use super::events::{CommittedEvent, EventKind, EventSink, NewEvent};
+use super::insights::{BacklogRow, RunRow};
 use super::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
 use super::polls::{Ballot, NewPoll, Poll};
 use super::search::{MessageHit, SearchHit, SearchQuery};
@@ -289,6 +291,34 @@ pub trait Store: ReasonCache + Send + Sync + 'static {
     async fn run_tallies(&self) -> Result<BTreeMap<String, RunTally>, StoreError>;
     /// Completions per minute for the last `minutes` minutes, oldest first.
     async fn done_per_minute(&self, minutes: usize) -> Result<Vec<i64>, StoreError>;
+
+    /// Every claim of the tasks among the newest `limit` claims started at
+    /// or after `since`, with its task's `requires` and creation time
+    /// (earlier claims of those tasks included: they say when a retried
+    /// task was reopened). Any order.
+    async fn insight_runs(&self, since: Millis, limit: i64) -> Result<Vec<RunRow>, StoreError>;
+    /// Open tasks counted per stored `requires`, with the oldest creation time.
+    async fn open_backlog(&self) -> Result<Vec<BacklogRow>, StoreError>;
+    /// Raises the alert `finding` describes: inserts it when no alert with
+    /// its key is active; when one is and it was last notified at least
+    /// `repeat_after_ms` ago, counts a repeat and updates its message;
+    /// otherwise changes nothing and returns None. The events `events_for`
+    /// derives from the stored alert commit with it.
+    async fn raise_alert(
+        &self,
+        finding: Finding,
+        repeat_after_ms: i64,
+        events_for: AlertEvents,
+    ) -> Result<Option<Alert>, StoreError>;
+    /// Clears the active alert with `key` (None when none is active), with
+    /// the events `events_for` derives from it.
+    async fn clear_alert(
+        &self,
+        key: String,
+        events_for: AlertEvents,
+    ) -> Result<Option<Alert>, StoreError>;
+    /// Every active alert, oldest first.
+    async fn active_alerts(&self) -> Result<Vec<Alert>, StoreError>;
 
     /// Inserts a poll and the events `events_for` derives from it.
     async fn create_poll(

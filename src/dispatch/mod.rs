@@ -41,6 +41,7 @@ pub fn surface_of(platform: Platform) -> Option<Surface> {
         Platform::Twitch => Some(Surface::Twitch),
         Platform::Http => Some(Surface::Http),
         Platform::Mcp => Some(Surface::Mcp),
+        Platform::A2a => Some(Surface::A2a),
         Platform::Cli => None,
     }
 }

@@ -137,6 +137,13 @@ enum Wire {
     TaskAssign { task_id: i64, agent: String },
     #[serde(rename = "msg.send")]
     MsgSend { to: String, text: String },
+    #[serde(rename = "inbox")]
+    Inbox {
+        #[serde(default)]
+        seq: Option<i64>,
+        #[serde(default)]
+        limit: Option<i64>,
+    },
     #[serde(rename = "broadcast")]
     Broadcast {
         text: String,
@@ -193,6 +200,18 @@ enum Wire {
     Help {
         #[serde(default)]
         command: Option<String>,
+    },
+    #[serde(rename = "insights")]
+    Insights {
+        #[serde(default)]
+        agent: Option<String>,
+    },
+    #[serde(rename = "alerts")]
+    Alerts {},
+    #[serde(rename = "recommend")]
+    Recommend {
+        #[serde(default)]
+        question: Option<String>,
     },
 }
 
@@ -377,6 +396,7 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
         Wire::TaskCancel { task_id, reason } => Command::TaskCancel { task_id, reason },
         Wire::TaskAssign { task_id, agent } => Command::TaskAssign { task_id, agent },
         Wire::MsgSend { to, text } => Command::MsgSend { to, text },
+        Wire::Inbox { seq, limit } => Command::Inbox { seq, limit },
         Wire::Broadcast { text, topic } => Command::Broadcast { text, topic },
         Wire::Status {} => Command::Status,
         Wire::Agents {} => Command::Agents,
@@ -426,6 +446,13 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
             stream: stream.unwrap_or(false),
         },
         Wire::Help { command } => Command::Help { command },
+        Wire::Insights { agent } => Command::Insights {
+            agent: agent.filter(|a| !a.is_empty()),
+        },
+        Wire::Alerts {} => Command::Alerts,
+        Wire::Recommend { question } => Command::Recommend {
+            question: question.filter(|q| !q.trim().is_empty()),
+        },
     })
 }
 

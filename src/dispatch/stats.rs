@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Every platform, in the order [`FrontDoorStats`] keeps them.
-pub const PLATFORMS: [Platform; 6] = [
+pub const PLATFORMS: [Platform; 7] = [
     Platform::Ws,
     Platform::Discord,
     Platform::Twitch,
     Platform::Http,
     Platform::Cli,
     Platform::Mcp,
+    Platform::A2a,
 ];
 
 fn platform_index(p: Platform) -> usize {
@@ -26,6 +27,7 @@ fn platform_index(p: Platform) -> usize {
         Platform::Http => 3,
         Platform::Cli => 4,
         Platform::Mcp => 5,
+        Platform::A2a => 6,
     }
 }
 
@@ -33,8 +35,8 @@ fn platform_index(p: Platform) -> usize {
 /// in memory by the dispatcher (reset at restart; `/metrics` has them as counters).
 #[derive(Debug, Default)]
 pub struct FrontDoorStats {
-    served: [AtomicU64; 6],
-    refused: [AtomicU64; 6],
+    served: [AtomicU64; 7],
+    refused: [AtomicU64; 7],
     streams: AtomicUsize,
     /// Discord gateway link: 0 off, 1 configured but not connected, 2 up.
     discord_link: std::sync::atomic::AtomicU8,
@@ -54,7 +56,7 @@ fn link_word(state: u8) -> &'static str {
 /// One platform's line in [`FrontDoorStats::snapshot`].
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PlatformCommands {
-    /// `ws`, `discord`, `twitch`, `http` or `cli`.
+    /// `ws`, `discord`, `twitch`, `http`, `cli`, `mcp` or `a2a`.
     pub platform: &'static str,
     /// Commands that succeeded.
     pub served: u64,

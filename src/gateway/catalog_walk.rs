@@ -10,7 +10,7 @@ use crate::core::command::{Command, Reply};
 use crate::core::error::CoreError;
 use crate::core::model::{Caller, Platform, Role};
 use crate::dispatch::{parse, Dispatcher};
-use crate::gateway::{discord, http, mcp, twitch, ws};
+use crate::gateway::{a2a, discord, http, mcp, twitch, ws};
 use crate::limits::RateLimits;
 use serde_json::Value;
 use std::sync::Arc;
@@ -69,7 +69,9 @@ fn parse_on(
                 Err(bad) => Err(CoreError::BadRequest(bad.message)),
             }
         }
-        Surface::Http => parse::command_in(catalog, spec.ws_type(), parse::args_json(args)),
+        Surface::Http | Surface::A2a => {
+            parse::command_in(catalog, spec.ws_type(), parse::args_json(args))
+        }
         Surface::Mcp => {
             let (checked, _) = mcp::tools::checked_args(spec, Some(&parse::args_json(args)))?;
             parse::chat_command(spec.ws_type(), &checked)
@@ -106,6 +108,11 @@ fn render_on(surface: Surface, outcome: &Result<Reply, CoreError>) -> String {
             serde_json::to_string(&mcp::handler::render_error(e)).unwrap_or_default()
         }
         (Surface::Twitch, Err(e)) => twitch::render::error(e),
+        (Surface::A2a, Ok(Reply::Task(Some(t)))) => a2a::wire::task(t).to_string(),
+        (Surface::A2a, Ok(other)) => format!("{other:?}"),
+        (Surface::A2a, Err(e)) => a2a::wire::A2aError::from_core(e.clone(), false)
+            .to_json()
+            .to_string(),
     }
 }
 
@@ -114,6 +121,7 @@ fn platform_of(surface: Surface) -> Platform {
         Surface::Ws => Platform::Ws,
         Surface::Http => Platform::Http,
         Surface::Mcp => Platform::Mcp,
+        Surface::A2a => Platform::A2a,
         Surface::Discord => Platform::Discord,
         Surface::Twitch => Platform::Twitch,
     }

@@ -1,10 +1,12 @@
-//! The front doors: the agent WebSocket (`/ws`), the HTTP API and the
-//! dashboard on the HTTP listener, Discord and Twitch beside them. Each
+//! The front doors: the agent WebSocket (`/ws`), the HTTP API, the
+//! dashboard, MCP (`/mcp`) and A2A (`/a2a`) on the HTTP listener, Discord and Twitch beside them. Each
 //! parses its input into the core's [`Command`](crate::core::command::Command),
 //! hands it to the [`Dispatcher`] and renders the reply. Reads that are not
 //! commands (the dashboard's snapshot, autocomplete, presence) call the
 //! core's read methods; no front door runs SQL.
 
+pub mod a2a;
+pub mod bearer;
 pub mod dashboard;
 pub mod discord;
 pub mod http;
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(api_routes)
         .nest_service("/mcp", mcp::service(&state))
+        .merge(a2a::routes())
         .route("/", get(dashboard::index))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))

@@ -3,6 +3,7 @@
 Usage: mcp_agent.py SCENARIO URL TOKEN MODE [ARG]
   SCENARIO  work: list tools, claim (waiting), progress, complete, message ARG, a refused call
             wait: one claim with wait_s=ARG, printed as it came back
+            inbox: read the inbox twice (the second read starts after the first's ack)
             stdio: like work, but URL is the swarmbridge binary and TOKEN its --token;
                    the bridge is launched with `mcp --url ARG --token TOKEN`
   MODE      "legacy" (initialize handshake) or "2026-07-28" (stateless, no handshake)
@@ -67,6 +68,9 @@ async def main():
             async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
                 if scenario == "wait":
                     out = body(await client.call_tool("task_claim", {"wait_s": int(arg)}))
+                elif scenario == "inbox":
+                    out = {"first": body(await client.call_tool("inbox", {})),
+                           "second": body(await client.call_tool("inbox", {"limit": 5}))}
                 else:
                     out = await work(client, arg)
     print(json.dumps(out))

@@ -36,6 +36,10 @@ async fn dashboard_shows_a_new_task_live_and_an_operator_cancels_it_and_broadcas
     browser
         .wait_for_text("#feed li[data-kind=\"task.created\"]", "index the archive")
         .await;
+    // the insights panel lists its queue
+    browser
+        .wait_for_text("#slow-queues tr[data-queue=\"rust\"]", "rust")
+        .await;
 
     // a second one is claimed, to show the claimed column and the agent at work
     let busy = worker
@@ -99,6 +103,13 @@ async fn dashboard_shows_a_new_task_live_and_an_operator_cancels_it_and_broadcas
         .await;
     browser
         .wait_for("#chart rect.bar[height]:not([height=\"0\"])")
+        .await;
+    // and the insights panel the agent's record
+    browser
+        .wait_for_text(
+            "#unreliable-agents tr[data-agent=\"worker\"] td:nth-child(2)",
+            "100%",
+        )
         .await;
 
     let png = browser.screenshot().await;

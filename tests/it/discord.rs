@@ -604,3 +604,81 @@ async fn a_release_button_pressed_over_the_gateway_updates_the_task_message() {
         .to_string()
         .contains(&format!("task:claim:{id}")));
 }
+
+#[tokio::test]
+async fn bottleneck_alerts_are_announced_and_slash_insights_shows_the_slowest_queue() {
+    let fake = FakeDiscord::spawn().await;
+    let srv = gateway_server(&fake, |cfg| {
+        cfg.alerts.interval_ms = 100;
+        cfg.alerts.unserved_after_s = 1;
+    })
+    .await;
+    let mut op = srv.operator("boss").await;
+    op.create_task(json!({"title": "port the ledger", "requires": ["cobol"]}))
+        .await;
+    let announced = fake
+        .wait_for(|r| {
+            r.method == "POST"
+                && r.path == format!("/channels/{ANNOUNCE_CHANNEL_ID}/messages")
+                && r.body.to_string().contains("unserved")
+        })
+        .await;
+    assert!(
+        announced
+            .body
+            .to_string()
+            .contains("no capable agent online"),
+        "{}",
+        announced.body
+    );
+
+    fake.interaction(command_interaction(
+        41,
+        "tok-41",
+        "insights",
+        json!([]),
+        viewer(),
+    ));
+    let cb = fake
+        .wait_for(|r| r.path == "/interactions/41/tok-41/callback")
+        .await;
+    assert_eq!(cb.body["type"], 4, "{}", cb.body);
+    let shown = cb.body["data"].to_string();
+    assert!(
+        shown.contains("Slowest queues") && shown.contains("cobol"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn slash_recommend_is_deferred_then_edited_with_the_strategic_advice() {
+    let openai = FakeOpenAi::spawn(Reply::text("Hire a cobol agent.")).await;
+    let fake = FakeDiscord::spawn().await;
+    let base = openai.base_url();
+    let srv = http_server(&fake, move |cfg| {
+        cfg.reasoning.base_url = Some(base);
+    })
+    .await;
+    let ask = command_interaction(
+        9,
+        "tok-9",
+        "recommend",
+        json!([{ "name": "question", "type": 3, "value": "who should we add?" }]),
+        operator(),
+    );
+    let (status, v) = post_signed(&srv, &ask).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["type"], 5, "deferred: {v}");
+    let edit = fake
+        .wait_for(|r| {
+            r.method == "PATCH"
+                && r.path == format!("/webhooks/{APP_ID}/tok-9/messages/@original")
+                && r.body.to_string().contains("Hire a cobol agent.")
+        })
+        .await;
+    assert!(edit.body.to_string().contains("strategic"), "{}", edit.body);
+    // a viewer may not ask
+    let refused = command_interaction(10, "tok-10", "recommend", json!([]), viewer());
+    let (_, v) = post_signed(&srv, &refused).await;
+    assert!(v.to_string().contains("operator"), "{v}");
+}

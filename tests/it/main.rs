@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod a2a;
 mod api;
 mod browser;
 mod catalog_limits;
@@ -12,6 +13,8 @@ mod cli;
 mod dashboard;
 mod discord;
 mod embeddings;
+mod inbox;
+mod insights;
 mod mcp;
 mod metrics;
 mod multi_instance;

@@ -7,10 +7,14 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use swarmbridge::config::{ChannelList, Config, Secret};
 
-const CH: &str = "somechannel";
+pub(crate) const CH: &str = "somechannel";
 const BOT: &str = "swarmbot";
 
-async fn twitch_server(fake: &FakeTwitch, tweak: impl FnOnce(&mut Config)) -> TestServer {
+/// A server whose Twitch front door talks to `fake` in channel [`CH`].
+pub(crate) async fn twitch_server(
+    fake: &FakeTwitch,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
     let addr = fake.addr();
     TestServer::spawn_with(move |cfg| {
         cfg.twitch.username = BOT.into();

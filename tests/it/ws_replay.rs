@@ -277,14 +277,27 @@ async fn a_replay_failing_half_way_closes_1011_and_resuming_loses_and_doubles_no
     .await;
 }
 
-/// Everything `w` got from a fresh connection, until `last`, then acks it.
+/// Reads `w`'s events from a fresh connection until `last`, acks it and
+/// waits until the ack is stored; returns its `seq`.
 async fn read_and_ack(srv: &TestServer, token: &str, last: &str) -> i64 {
     let mut w = connect(srv, token, json!({})).await;
     let got = messages_until(&mut w, last).await;
     let (seq, _) = got.last().cloned().expect("events");
     w.send(json!({"type":"ack","seq":seq})).await;
     w.assert_alive().await;
-    swarmbridge::core::sweeper::flush_acks(srv.core()).await;
+    // The periodic flusher may be writing it already: wait until it is stored.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            swarmbridge::core::sweeper::flush_acks(srv.core()).await;
+            let stored = srv.core().store.agent("w").await.expect("read agent");
+            if stored.is_some_and(|a| a.acked_seq >= seq) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the ack is stored within the wait");
     seq
 }
 

@@ -187,3 +187,62 @@ async fn event_pages_keep_only_what_the_agent_gets() {
     let kinds: Vec<_> = page.events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EventKind::TaskCreated, EventKind::Broadcast]);
 }
+
+fn alert_events() -> crate::core::alerts::AlertEvents {
+    Box::new(|a| {
+        vec![NewEvent {
+            kind: EventKind::AlertRaised,
+            data: serde_json::json!({ "alert": a }),
+            audience: Audience::everyone(),
+        }]
+    })
+}
+
+#[tokio::test]
+async fn an_alert_is_raised_once_repeated_after_its_interval_and_cleared_once() {
+    let (core, sink) = core_in_memory().await;
+    let f = crate::core::alerts::Finding {
+        rule: "unserved",
+        subject: "cobol".into(),
+        message: "1 task open".into(),
+    };
+    let store = &core.store;
+    let a = store
+        .raise_alert(f.clone(), 60_000, alert_events())
+        .await
+        .unwrap()
+        .expect("raised");
+    assert_eq!((a.key.as_str(), a.repeats), ("unserved:cobol", 0));
+    assert!(
+        store
+            .raise_alert(f.clone(), 60_000, alert_events())
+            .await
+            .unwrap()
+            .is_none(),
+        "not again within the repeat interval"
+    );
+    let again = store
+        .raise_alert(f.clone(), 0, alert_events())
+        .await
+        .unwrap()
+        .expect("repeated");
+    assert_eq!((again.id, again.repeats), (a.id, 1));
+    assert_eq!(store.active_alerts().await.unwrap(), vec![again]);
+    let cleared = store
+        .clear_alert(f.key(), alert_events())
+        .await
+        .unwrap()
+        .expect("cleared");
+    assert!(cleared.cleared_at.is_some());
+    assert!(store
+        .clear_alert(f.key(), alert_events())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.active_alerts().await.unwrap().is_empty());
+    assert_eq!(
+        sink.seqs().len(),
+        3,
+        "raise, repeat and clear each commit one event"
+    );
+}

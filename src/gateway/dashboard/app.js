@@ -16,6 +16,8 @@ const state = {
   platforms: null,
   status: null,
   commands: [],
+  insights: null,
+  alerts: [],
   lastSeq: 0,
   live: false,
 };
@@ -84,6 +86,8 @@ async function refresh() {
     state.stats = snap.stats || {};
     state.throughput = (snap.throughput && snap.throughput.done) || [];
     state.tasks = new Map((snap.tasks || []).map((t) => [t.id, t]));
+    state.insights = snap.insights || null;
+    state.alerts = snap.alerts || [];
     if (state.lastSeq === 0) {
       for (const ev of snap.events || []) addFeed(ev);
     }
@@ -115,6 +119,7 @@ function renderAll() {
   renderBoard();
   renderChart();
   renderStats();
+  renderInsights();
   renderActions();
 }
 
@@ -240,6 +245,40 @@ function renderStats() {
   tbody.replaceChildren(...rows);
 }
 
+const INSIGHT_ROWS = 5;
+
+function pct(r) {
+  return r === null || r === undefined ? "–" : Math.round(r * 100) + "%";
+}
+
+function renderInsights() {
+  const alerts = $("#alerts");
+  alerts.replaceChildren(...(state.alerts.length === 0
+    ? [el("li", { class: "muted" }, "no active alerts")]
+    : state.alerts.map((a) => el("li", { class: "alert", "data-rule": a.rule, "data-subject": a.subject },
+      el("span", { class: "pill warn" }, a.rule), a.message))));
+  const i = state.insights;
+  if (!i) return;
+  const h = i.swarm.hour;
+  $("#insights-summary").textContent =
+    `last hour: ${h.completions} done, success ${pct(h.success_rate)}, wait p95 ${fmtMs(i.wait_hour.p95_ms)} · trend ${i.trend.success}`;
+  const queues = i.queues.slice(0, INSIGHT_ROWS).map((q) =>
+    el("tr", { "data-queue": q.queue },
+      el("td", {}, q.queue), el("td", {}, q.backlog),
+      el("td", {}, q.oldest_open_age_s === null ? "–" : fmtMs(q.oldest_open_age_s * 1000)),
+      el("td", {}, fmtMs(q.wait_hour.p95_ms)), el("td", {}, fmtMs(q.wait_day.p95_ms)),
+      el("td", {}, q.capable_online)));
+  if (queues.length === 0) queues.push(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no queues yet")));
+  $("#slow-queues tbody").replaceChildren(...queues);
+  const agents = i.agents.slice(0, INSIGHT_ROWS).map((a) =>
+    el("tr", { "data-agent": a.agent },
+      el("td", {}, a.agent), el("td", {}, pct(a.day.success_rate)), el("td", {}, a.day.claims),
+      el("td", {}, a.day.failures), el("td", {}, a.day.expiries), el("td", {}, a.day.retries),
+      el("td", {}, fmtMs(a.day.duration.p95_ms))));
+  if (agents.length === 0) agents.push(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no claims yet")));
+  $("#unreliable-agents tbody").replaceChildren(...agents);
+}
+
 function renderActions() {
   const has = token() !== "";
   $("#token-state").textContent = has ? "token set: actions enabled" : "no token: read-only";
@@ -258,6 +297,7 @@ function describe(frame) {
   if (frame.kind === "broadcast") return `${d.from}: ${d.text}${d.topic ? " [" + d.topic + "]" : ""}`;
   if (frame.kind === "message") return `${d.from} → ${d.to || "?"}`;
   if (d.poll) return d.poll.question || "";
+  if (d.alert) return `${d.alert.rule}: ${d.alert.message}`;
   return "";
 }
 

@@ -109,6 +109,11 @@ pub struct Snapshot {
     pub throughput: Throughput,
     /// The latest events (direct messages without their text), oldest first.
     pub events: Vec<serde_json::Value>,
+    /// The performance analysis (the panel shows the slowest queues and
+    /// the least reliable agents).
+    pub insights: crate::core::insights::Insights,
+    /// Active bottleneck alerts, oldest first.
+    pub alerts: Vec<crate::core::alerts::Alert>,
     /// Whether the read-only view is open without a token.
     pub public: bool,
     /// Server time.
@@ -150,6 +155,8 @@ pub async fn snapshot(
             done: core.throughput().await?,
         },
         events,
+        insights: (*core.insights().await?).clone(),
+        alerts: core.active_alerts().await?,
         public: app.cfg.dashboard.public,
         now: rfc3339(now_ms()),
     }))

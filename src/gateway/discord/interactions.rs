@@ -231,8 +231,17 @@ impl InteractionHandler {
                 Ok(cmd) => cmd,
                 Err(e) => return error(&e),
             };
-        if let Command::Reason { prompt, .. } = &cmd {
-            let prompt = prompt.clone();
+        // reasoning may take longer than Discord waits for an answer: defer
+        let deferred = match &cmd {
+            Command::Reason { prompt, .. } => Some(prompt.clone()),
+            Command::Recommend { question } => Some(
+                question
+                    .clone()
+                    .unwrap_or_else(|| "Recommendations for the swarm".into()),
+            ),
+            _ => None,
+        };
+        if let Some(prompt) = deferred {
             return match self.dispatch.admit(&caller, cmd) {
                 Ok(admitted) => Outcome::Deferred {
                     response: CreateInteractionResponse::Defer(

@@ -173,6 +173,8 @@ pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
     match reply {
         Reply::Poll(p) | Reply::Voted(p) => poll_message(p),
         Reply::Reason(a) => msg.embed(reason_embed("", &a.text, Some(a))),
+        // the inbox is an agent's (WebSocket, HTTP, MCP); a summary if it ever shows here
+        Reply::Inbox(i) => notice(&format!("{} message(s) read.", i.messages.len())),
         // the handler answers help from the catalog; this is the fallback
         Reply::Help { .. } => notice("Try /help."),
         Reply::Results(r) => msg.embed(
@@ -204,6 +206,19 @@ pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
                 .description(listing(tasks.iter().map(task_line).collect(), "No tasks.")),
         ),
         Reply::Ok => msg.embed(CreateEmbed::new().colour(GREEN).description("Done.")),
+        Reply::Insights(i) => msg.embed(insights_embed(i)),
+        Reply::Alerts(alerts) => msg.embed(
+            CreateEmbed::new()
+                .title(format!("Alerts ({})", alerts.len()))
+                .colour(if alerts.is_empty() { GREEN } else { ORANGE })
+                .description(listing(
+                    alerts
+                        .iter()
+                        .map(|a| format!("⚠️ **{}** · {}", a.rule, clip(&a.message, 200)))
+                        .collect(),
+                    "No active alerts.",
+                )),
+        ),
         Reply::Status(s) => {
             let counts = crate::core::model::TaskState::ALL
                 .iter()
@@ -315,12 +330,89 @@ pub fn announced(kind: EventKind) -> bool {
             | EventKind::Broadcast
             | EventKind::PollOpened
             | EventKind::PollClosed
+            | EventKind::AlertRaised
+            | EventKind::AlertCleared
     )
+}
+
+/// The insights as an embed: the swarm's last hour, the slowest queues
+/// and the least reliable agents.
+fn insights_embed(i: &crate::core::insights::Insights) -> CreateEmbed {
+    let pct = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{:.0}%", r * 100.0));
+    let secs = |ms: Option<i64>| {
+        ms.map_or("n/a".to_string(), |ms| {
+            format!("{:.1} s", ms as f64 / 1000.0)
+        })
+    };
+    let queues = i
+        .queues
+        .iter()
+        .take(5)
+        .map(|q| {
+            format!(
+                "`{}` · {} open · wait p95 {} · {} capable online",
+                clip(&q.queue, 60),
+                q.backlog,
+                secs(q.wait_p95_ms()),
+                q.capable_online
+            )
+        })
+        .collect();
+    let agents = i
+        .agents
+        .iter()
+        .take(5)
+        .map(|a| {
+            let d = &a.windows.day;
+            format!(
+                "**{}** · success {} · {} claims, {} failed, {} expired",
+                a.agent,
+                pct(d.success_rate),
+                d.claims,
+                d.failures,
+                d.expiries
+            )
+        })
+        .collect();
+    let h = &i.swarm.hour;
+    CreateEmbed::new()
+        .title("Insights")
+        .colour(BLUE)
+        .description(format!(
+            "Last hour: {} done, success {}, wait p95 {} · trend: success {}, wait {}",
+            h.completions,
+            pct(h.success_rate),
+            secs(i.wait_hour.p95_ms),
+            i.trend.success,
+            i.trend.wait
+        ))
+        .field("Slowest queues", listing(queues, "No queues."), false)
+        .field(
+            "Least reliable agents",
+            listing(agents, "No claims yet."),
+            false,
+        )
 }
 
 fn event_line(ev: &CommittedEvent) -> Option<String> {
     let data: serde_json::Value = serde_json::from_str(&ev.data).ok()?;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    if matches!(ev.kind, EventKind::AlertRaised | EventKind::AlertCleared) {
+        let a = &data["alert"];
+        return Some(if ev.kind == EventKind::AlertRaised {
+            format!(
+                "🚨 **alert** {}: {}",
+                s(&a["rule"]),
+                clip(&s(&a["message"]), 300)
+            )
+        } else {
+            format!(
+                "✅ **alert cleared** {}: {}",
+                s(&a["rule"]),
+                clip(&s(&a["message"]), 300)
+            )
+        });
+    }
     if ev.kind == EventKind::Broadcast {
         let topic = data["topic"]
             .as_str()

@@ -9,8 +9,8 @@ use crate::core::model::{Caller, Platform};
 use crate::dispatch::parse;
 use crate::gateway::ws::frames;
 use crate::gateway::AppState;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,6 +79,16 @@ pub fn body_fields(
         Err(JsonRejection::MissingJsonContentType(_)) => Ok(Map::new()),
         Err(e) => Err(body_error(e)),
     }
+}
+
+/// The parameters of a query string; `bad_request` naming what is wrong.
+pub fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(p)| p).map_err(|rej| {
+        ApiError(CoreError::BadRequest(format!(
+            "bad query string: {}",
+            rej.body_text()
+        )))
+    })
 }
 
 /// The id in a path such as `/api/tasks/{id}`; `bad_request` when it is not a number.

@@ -7,6 +7,8 @@
 pub mod agents;
 pub mod caller;
 pub mod events;
+pub mod inbox;
+pub mod insights;
 pub mod openapi;
 pub mod polls;
 pub mod probe;
@@ -31,6 +33,7 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::agent_stats))
         .routes(routes!(agents::send_message))
         .routes(routes!(agents::broadcast))
+        .routes(routes!(inbox::read_inbox))
         .routes(routes!(status::status))
         .routes(routes!(events::events))
         .routes(routes!(polls::poll_open))
@@ -40,5 +43,8 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(search::search))
         .routes(routes!(reason::reason))
         .routes(routes!(reason::reason_stream))
+        .routes(routes!(insights::insights))
+        .routes(routes!(insights::alerts))
+        .routes(routes!(insights::recommend))
         .split_for_parts()
 }

@@ -1,8 +1,7 @@
 //! `GET /api/search`: full-text (or semantic) search over tasks and messages.
 
-use super::caller::{fields, respond, ApiCaller, ApiError};
+use super::caller::{fields, query_params, respond, ApiCaller, ApiError};
 use super::openapi::ErrorBody;
-use crate::core::error::CoreError;
 use crate::gateway::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -43,12 +42,7 @@ pub async fn search(
     caller: ApiCaller,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(p) = params.map_err(|rej| {
-        ApiError(CoreError::BadRequest(format!(
-            "bad query string: {}",
-            rej.body_text()
-        )))
-    })?;
+    let p = query_params(params)?;
     let f = fields([
         ("query", json!(p.q)),
         ("limit", json!(p.limit)),

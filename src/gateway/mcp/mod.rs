@@ -14,13 +14,12 @@ pub mod tools;
 
 pub use config::McpConfig;
 
-use crate::core::error::CoreError;
-use crate::core::model::{Caller, Platform};
-use crate::gateway::http::caller::{status_for, ApiError};
+use crate::core::model::Platform;
+use crate::gateway::bearer::bearer_caller;
 use crate::gateway::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -65,63 +64,16 @@ pub fn service(app: &AppState) -> axum::Router {
         ))
 }
 
-/// The `WWW-Authenticate` challenge of a refused request.
-fn challenge(err: &CoreError, token_given: bool) -> HeaderValue {
-    let value = if token_given {
-        format!(
-            "Bearer realm=\"swarmbridge\", error=\"invalid_token\", error_description=\"{}\"",
-            err.to_string().replace('"', "'")
-        )
-    } else {
-        "Bearer realm=\"swarmbridge\"".to_string()
-    };
-    HeaderValue::from_str(&value)
-        .unwrap_or(HeaderValue::from_static("Bearer realm=\"swarmbridge\""))
-}
-
 /// Lets a request through only with a valid agent token, and puts the
-/// agent (as a [`Caller`] on the MCP platform) on the request for the
+/// agent (as a [`crate::core::model::Caller`] on the MCP platform) on the request for the
 /// tool handler.
 pub async fn require_agent(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .map(str::to_string);
-    let refused = |err: CoreError, token_given: bool| {
-        let unauthorized = status_for(&err) == axum::http::StatusCode::UNAUTHORIZED;
-        let challenge = challenge(&err, token_given);
-        let mut resp = ApiError(err).into_response();
-        if unauthorized {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        resp
-    };
-    let Some(token) = token else {
-        return refused(
-            CoreError::Unauthorized(
-                "send an agent token as `Authorization: Bearer <token>`".into(),
-            ),
-            false,
-        );
-    };
-    match app.core.authenticate(&token).await {
-        Ok(agent) => {
-            req.extensions_mut().insert(Caller {
-                identity: agent.name,
-                role: agent.role,
-                capabilities: agent.capabilities,
-                platform: Platform::Mcp,
-            });
+    match bearer_caller(&app, req.headers(), Platform::Mcp).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => refused(e, true),
+        Err(refusal) => refusal,
     }
 }
 

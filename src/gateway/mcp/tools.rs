@@ -246,6 +246,7 @@ mod tests {
             "task_fail",
             "task_release",
             "msg",
+            "inbox",
             "broadcast",
             "reason",
             "search",

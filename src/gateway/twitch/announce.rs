@@ -55,6 +55,15 @@ pub fn summarize(events: &[(EventKind, Value)], missed: u64, max: usize) -> Opti
                 };
                 parts.push(format!("🗳 {}{hint}", render::clean(&line)));
             }
+        } else if matches!(kind, EventKind::AlertRaised | EventKind::AlertCleared) {
+            let a = &data["alert"];
+            let text = render::clean(a["message"].as_str().unwrap_or(""));
+            let what = if *kind == EventKind::AlertRaised {
+                "🚨 alert"
+            } else {
+                "✅ alert cleared"
+            };
+            parts.push(format!("{what}: {}", render::fit(&text, max / 2)));
         } else if *kind == EventKind::Broadcast {
             let from = render::who(data["from"].as_str().unwrap_or("?"));
             let text = render::clean(data["text"].as_str().unwrap_or(""));

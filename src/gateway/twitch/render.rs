@@ -183,11 +183,20 @@ pub fn reply(r: &Reply) -> String {
             list(a, 15, agent)
         ),
         Reply::Ok => "done".into(),
+        // the inbox is an agent's; a summary if it ever shows here
+        Reply::Inbox(i) => plural(i.messages.len(), "message", "messages"),
         Reply::Poll(p) => poll_line(p),
         Reply::Voted(p) => format!("vote counted: {}", poll_line(p)),
         Reply::Reason(a) => fit_words(&clean(&a.text), ASK_MAX_CHARS),
         // the door answers help from the catalog; this is the fallback
         Reply::Help { .. } => "try !help".into(),
+        Reply::Insights(i) => i.summary_line(),
+        Reply::Alerts(a) if a.is_empty() => "no active alerts".into(),
+        Reply::Alerts(a) => format!(
+            "{}: {}",
+            plural(a.len(), "alert", "alerts"),
+            list(a, 5, |a| a.message.clone())
+        ),
         Reply::Results(r) if r.results.is_empty() => "nothing found".into(),
         Reply::Results(r) => format!(
             "{}: {}",

@@ -184,6 +184,10 @@ pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
         Reply::Poll(p) => ("poll", json!({ "poll": p })),
         Reply::Results(r) => ("results", json!({ "results": r.results, "mode": r.mode })),
         Reply::Voted(p) => ("ok", json!({ "poll": p })),
+        Reply::Inbox(i) => (
+            "inbox",
+            json!({ "messages": i.messages, "next": i.next, "more": i.more }),
+        ),
         Reply::Reason(a) => (
             "reason.result",
             json!({
@@ -192,6 +196,8 @@ pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
             }),
         ),
         Reply::Help { command } => ("help", json!({ "command": command })),
+        Reply::Insights(i) => ("insights", json!({ "insights": i })),
+        Reply::Alerts(a) => ("alerts", json!({ "alerts": a })),
     }
 }
 

@@ -11,6 +11,7 @@
 mod agents;
 mod cache;
 mod events;
+mod insights;
 pub mod leader;
 mod listen;
 mod polls;
@@ -20,7 +21,9 @@ mod tasks;
 mod writer;
 
 use crate::clock::Millis;
+use crate::core::alerts::{Alert, AlertEvents, Finding};
 use crate::core::events::{CommittedEvent, EventSink, NewEvent};
+use crate::core::insights::{BacklogRow, RunRow};
 use crate::core::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
 use crate::core::polls::{Ballot, NewPoll, Poll};
 use crate::core::search::{MessageHit, SearchHit, SearchQuery};
@@ -411,6 +414,37 @@ impl Store for PgStore {
 
     async fn done_per_minute(&self, minutes: usize) -> Result<Vec<i64>, StoreError> {
         self.done_per_minute(minutes).await.map_err(classify)
+    }
+
+    async fn insight_runs(&self, since: Millis, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        self.insight_runs(since, limit).await.map_err(classify)
+    }
+
+    async fn open_backlog(&self) -> Result<Vec<BacklogRow>, StoreError> {
+        self.open_backlog().await.map_err(classify)
+    }
+
+    async fn raise_alert(
+        &self,
+        finding: Finding,
+        repeat_after_ms: i64,
+        events_for: AlertEvents,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.raise_alert(finding, repeat_after_ms, events_for)
+            .await
+            .map_err(classify)
+    }
+
+    async fn clear_alert(
+        &self,
+        key: String,
+        events_for: AlertEvents,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.clear_alert(key, events_for).await.map_err(classify)
+    }
+
+    async fn active_alerts(&self) -> Result<Vec<Alert>, StoreError> {
+        self.active_alerts().await.map_err(classify)
     }
 
     async fn create_poll(

@@ -7,6 +7,7 @@
 mod agents;
 mod cache;
 mod events;
+mod insights;
 mod polls;
 mod search;
 mod stats;
@@ -14,7 +15,9 @@ mod tasks;
 mod writer;
 
 use crate::clock::Millis;
+use crate::core::alerts::{Alert, AlertEvents, Finding};
 use crate::core::events::{CommittedEvent, EventSink, NewEvent};
+use crate::core::insights::{BacklogRow, RunRow};
 use crate::core::model::{Agent, NewTask, Role, RunTally, Task, TaskCounts, TaskState};
 use crate::core::polls::{Ballot, NewPoll, Poll};
 use crate::core::search::{MessageHit, SearchHit, SearchQuery};
@@ -35,6 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use writer::WriterHandle;
 
+pub use insights::ALERT_COLS;
 pub use stats::MAX_DURATIONS;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -368,6 +372,35 @@ impl Store for SqliteStore {
 
     async fn done_per_minute(&self, minutes: usize) -> Result<Vec<i64>, StoreError> {
         self.done_per_minute(minutes).await
+    }
+
+    async fn insight_runs(&self, since: Millis, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        self.insight_runs(since, limit).await
+    }
+
+    async fn open_backlog(&self) -> Result<Vec<BacklogRow>, StoreError> {
+        self.open_backlog().await
+    }
+
+    async fn raise_alert(
+        &self,
+        finding: Finding,
+        repeat_after_ms: i64,
+        events_for: AlertEvents,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.raise_alert(finding, repeat_after_ms, events_for).await
+    }
+
+    async fn clear_alert(
+        &self,
+        key: String,
+        events_for: AlertEvents,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.clear_alert(key, events_for).await
+    }
+
+    async fn active_alerts(&self) -> Result<Vec<Alert>, StoreError> {
+        self.active_alerts().await
     }
 
     async fn create_poll(
