@@ -65,6 +65,40 @@ pub struct Config {
     /// Schedules: sweep period, shortest interval, grace for late occurrences.
     #[serde(default)]
     pub schedules: crate::core::schedules::SchedulesConfig,
+    /// Replay and retention of durable events.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// `[events]`: catching agents up, and how long events are kept.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events acknowledged by every active agent are pruned once older
+    /// than this many days; 0 keeps every event.
+    pub retention_days: u64,
+    /// How often retention runs, in seconds (it also refreshes the event
+    /// table's figures in `/metrics`).
+    pub prune_interval_s: u64,
+    /// Events removed per pruning write; small, so writes are not held up.
+    pub prune_batch: i64,
+    /// Replay page reads that may run at once across all connections, so
+    /// live requests still get a read connection.
+    pub replay_reads: usize,
+    /// Events per replay page.
+    pub replay_page: i64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_days: 7,
+            prune_interval_s: 60,
+            prune_batch: 500,
+            replay_reads: 2,
+            replay_page: 512,
+        }
+    }
 }
 
 /// `[dashboard]`

@@ -238,7 +238,79 @@ pub fn render(core: &Core, fd: &FrontDoorStats) -> String {
     gauge!("swarmbridge_agents_online").set(core.bus.agents_online() as f64);
     gauge!("swarmbridge_uptime_seconds").set(core.uptime_s() as f64);
     insight_gauges(core);
-    handle.render()
+    let mut text = handle.render();
+    event_table_figures(&mut text, core);
+    text
+}
+
+/// The event-table figures the retention loop keeps, written here rather
+/// than through the registry so an agent that caught up leaves the
+/// per-agent family instead of keeping a stale series.
+fn event_table_figures(out: &mut String, core: &Core) {
+    use std::fmt::Write;
+    let f = core.retention.figures();
+    let now = crate::clock::now_ms();
+    let age = |at: i64| ((now - at).max(0) as f64) / 1000.0;
+    let _ = writeln!(
+        out,
+        "# HELP swarmbridge_events_stored Durable events in the event table.\n\
+         # TYPE swarmbridge_events_stored gauge\nswarmbridge_events_stored {}",
+        f.table.rows
+    );
+    let _ = writeln!(
+        out,
+        "# HELP swarmbridge_events_oldest_age_seconds Age of the oldest stored event.\n\
+         # TYPE swarmbridge_events_oldest_age_seconds gauge\n\
+         swarmbridge_events_oldest_age_seconds {}",
+        f.table.oldest_at.map(age).unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP swarmbridge_events_pruned_to_seq Events at or below this seq were pruned by retention.\n\
+         # TYPE swarmbridge_events_pruned_to_seq gauge\nswarmbridge_events_pruned_to_seq {}",
+        f.pruned_to
+    );
+    let _ = writeln!(
+        out,
+        "# HELP swarmbridge_events_pruned_total Events pruned by retention in this process.\n\
+         # TYPE swarmbridge_events_pruned_total counter\nswarmbridge_events_pruned_total {}",
+        f.pruned_total
+    );
+    let _ = writeln!(
+        out,
+        "# HELP swarmbridge_event_oldest_unacked_age_seconds Age of an agent's oldest \
+         unacknowledged event (the {} agents with the oldest).\n\
+         # TYPE swarmbridge_event_oldest_unacked_age_seconds gauge",
+        crate::core::retention::UNACKED_AGENTS
+    );
+    for u in &f.oldest_unacked {
+        let _ = writeln!(
+            out,
+            "swarmbridge_event_oldest_unacked_age_seconds{{agent=\"{}\"}} {}",
+            label_value(&u.agent),
+            age(u.at)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP swarmbridge_event_oldest_unacked_seq The seq of that event.\n\
+         # TYPE swarmbridge_event_oldest_unacked_seq gauge"
+    );
+    for u in &f.oldest_unacked {
+        let _ = writeln!(
+            out,
+            "swarmbridge_event_oldest_unacked_seq{{agent=\"{}\"}} {}",
+            label_value(&u.agent),
+            u.seq
+        );
+    }
+}
+
+/// A Prometheus label value with `\`, `"` and newlines escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Queues and agents given their own series at most (the slowest queues,

@@ -196,6 +196,11 @@ fn spawn_upkeep(
         ms(cfg.sync.ack_flush_ms),
         shutdown.clone(),
     ));
+    tasks.spawn(crate::core::retention::run_retention(
+        core.clone(),
+        cfg.events.clone(),
+        shutdown.clone(),
+    ));
 }
 
 /// Step 2: the Twitch front door, when configured (the task to spawn once
@@ -402,6 +407,7 @@ pub async fn start(cfg: Config) -> Result<Running, ServerError> {
         sessions: sessions.clone(),
         discord,
         auth_failures,
+        replay_reads: Arc::new(tokio::sync::Semaphore::new(cfg.events.replay_reads.max(1))),
     };
     spawn_http(&mut tasks, listener, state, &shutdown);
     if let Some(twitch) = twitch {

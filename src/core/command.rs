@@ -6,8 +6,8 @@
 use super::alerts::Alert;
 use super::allocation::Recommendation;
 use super::error::CoreError;
-use super::messages::Inbox;
 use super::insights::Insights;
+use super::messages::Inbox;
 use super::model::{AgentView, Caller, NewTask, StatusReport, Task, TaskState};
 use super::polls::{NewPoll, Poll};
 use super::schedules::{NewSchedule, Schedule};

@@ -169,14 +169,20 @@ pub struct CommittedEvent {
     pub frame: Arc<str>,
 }
 
+/// The `{"type":"event",...}` frame of an event, built from its stored
+/// parts (`data` is JSON text); the one serialization of an event.
+pub fn event_frame(seq: i64, kind: EventKind, at: Millis, data: &str) -> String {
+    format!(
+        r#"{{"type":"event","seq":{seq},"kind":"{}","at":"{}","data":{data}}}"#,
+        kind.as_str(),
+        rfc3339(at)
+    )
+}
+
 impl CommittedEvent {
     /// Builds the event and its one serialized frame from the stored parts.
     pub fn new(seq: i64, kind: EventKind, at: Millis, audience: Audience, data: &str) -> Self {
-        let frame = format!(
-            r#"{{"type":"event","seq":{seq},"kind":"{}","at":"{}","data":{data}}}"#,
-            kind.as_str(),
-            rfc3339(at)
-        );
+        let frame = event_frame(seq, kind, at, data);
         CommittedEvent {
             seq,
             kind,

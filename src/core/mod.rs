@@ -18,6 +18,8 @@ pub mod polls;
 pub mod reasoning;
 pub mod recommend;
 pub mod schedules;
+pub mod replay;
+pub mod retention;
 pub mod search;
 pub mod stats;
 pub mod store;
@@ -51,6 +53,8 @@ pub struct Core {
     pub catalog: Arc<crate::catalog::Catalog>,
     /// The reasoning engine (answers `unavailable` when not configured).
     pub reasoner: Arc<crate::reason::Reasoner>,
+    /// The event-table figures the retention loop keeps for `/metrics`.
+    pub retention: retention::RetentionState,
     /// The newest insights computed (read by `/metrics` without a query).
     pub latest_insights: insights::LatestInsights,
     /// `[schedules]`, set once at start-up ([`Core::configure_schedules`]).
@@ -78,6 +82,7 @@ impl Core {
             limits,
             polls_cfg,
             acks: AckBook::default(),
+            retention: retention::RetentionState::default(),
             latest_insights: insights::LatestInsights::default(),
             schedules_cfg: std::sync::OnceLock::new(),
             started: Instant::now(),

@@ -272,6 +272,27 @@ pub trait Store: ReasonCache + super::vectors::VectorStore + Send + Sync + 'stat
     ) -> Result<Vec<CommittedEvent>, StoreError>;
     /// The newest `limit` events, oldest first.
     async fn recent_events(&self, limit: i64) -> Result<Vec<CommittedEvent>, StoreError>;
+    /// Up to `limit` of the events `agent` gets (named as a target, sent to
+    /// every agent, or addressed by capability and covered by
+    /// `capabilities`) with `after < seq < before`, oldest first, or newest
+    /// first when `newest_first`. Exact: nothing for other agents is
+    /// returned, so a page shorter than `limit` means there is no more.
+    /// Served by indexes on (recipient, seq) and on broadcast seqs.
+    async fn agent_events(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+        range: SeqRange,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Events at or below this `seq` were removed by retention (0 when none).
+    async fn pruned_to(&self) -> Result<i64, StoreError>;
+    /// Removes, in one short write, up to `batch` of the oldest events
+    /// committed before `cutoff` that every active agent has acknowledged
+    /// (or that predate it), never the newest event; moves `pruned_to`.
+    async fn prune_events(&self, cutoff: Millis, batch: i64) -> Result<Pruned, StoreError>;
+    /// How many events are stored and when the oldest was committed.
+    async fn event_table(&self) -> Result<EventTable, StoreError>;
 
     /// What `agent`'s claims came to (with its latest completion durations).
     async fn run_tally(&self, agent: &str) -> Result<RunTally, StoreError>;
@@ -471,6 +492,60 @@ impl EventPage {
             .collect();
         EventPage { events, scanned_to }
     }
+}
+
+/// The `seq` bounds of [`Store::agent_events`]: `after < seq < before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqRange {
+    /// Exclusive lower bound.
+    pub after: i64,
+    /// Exclusive upper bound.
+    pub before: i64,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+impl SeqRange {
+    /// Everything after `after`, oldest first.
+    pub fn after(after: i64) -> Self {
+        SeqRange {
+            after,
+            before: i64::MAX,
+            newest_first: false,
+        }
+    }
+}
+
+/// One stored event as replay reads it: no audience (the query already
+/// chose the agent's events), the `data` JSON text as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Its sequence number.
+    pub seq: i64,
+    /// Its kind.
+    pub kind: EventKind,
+    /// When it was committed.
+    pub at: Millis,
+    /// The `data` object as JSON text.
+    pub data: String,
+}
+
+/// What one pruning step removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events removed by this step.
+    pub removed: u64,
+    /// Events at or below this `seq` are gone (after this step).
+    pub pruned_to: i64,
+}
+
+/// The size of the event table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTable {
+    /// Events stored.
+    pub rows: i64,
+    /// When the oldest stored event was committed, None when there is none.
+    pub oldest_at: Option<Millis>,
 }
 
 /// Runs a store call and records its duration under `op` in

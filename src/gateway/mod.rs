@@ -42,6 +42,9 @@ pub struct AppState {
     pub discord: Option<Arc<discord::Discord>>,
     /// Failed authentications per client address (`server.auth_failures`).
     pub auth_failures: Arc<limits::AuthFailures>,
+    /// Permits for replay page reads (`events.replay_reads`): catching-up
+    /// connections take turns, so live requests still get a read connection.
+    pub replay_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The whole HTTP surface.

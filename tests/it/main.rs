@@ -37,5 +37,6 @@ mod vectors;
 mod ws_backpressure;
 mod ws_bad_input;
 mod ws_events;
+mod ws_replay;
 mod ws_session;
 mod ws_tasks;

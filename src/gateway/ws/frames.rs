@@ -21,8 +21,12 @@ pub enum ClientFrame {
         token: String,
         /// Replaces the stored capabilities.
         capabilities: Option<Vec<String>>,
-        /// Replay every event after this `seq`.
-        resume_from: Option<i64>,
+        /// Replay every event after this `seq`; an unusable value is kept
+        /// as the message that says why (answered after `welcome`).
+        resume_from: Result<Option<i64>, String>,
+        /// Replay at most this many of the newest waiting events; an
+        /// unusable value is kept as the message that says why.
+        replay_limit: Result<Option<i64>, String>,
     },
     /// Keep-alive.
     Ping,
@@ -41,7 +45,30 @@ struct HelloFields {
     #[serde(default)]
     capabilities: Option<Vec<String>>,
     #[serde(default)]
-    resume_from: Option<i64>,
+    resume_from: Option<Value>,
+    #[serde(default)]
+    replay_limit: Option<Value>,
+}
+
+/// A `hello` field that must be a whole number of at least zero, or null.
+fn count_field(name: &str, v: Option<Value>) -> Result<Option<i64>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) if i >= 0 => Ok(Some(i)),
+            Some(i) => Err(format!("`{name}` must not be negative, got {i}")),
+            None => Err(format!("`{name}` must be a whole number, got {n}")),
+        },
+        Some(other) => {
+            let kind = match other {
+                Value::Bool(_) => "a boolean",
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            Err(format!("`{name}` must be a whole number, got {kind}"))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -110,7 +137,8 @@ pub fn parse(text: &str, catalog: &Catalog) -> Result<(Option<String>, ClientFra
             ClientFrame::Hello {
                 token: h.token,
                 capabilities: h.capabilities,
-                resume_from: h.resume_from,
+                resume_from: count_field("resume_from", h.resume_from),
+                replay_limit: count_field("replay_limit", h.replay_limit),
             }
         }
         "ping" => ClientFrame::Ping,

@@ -1,6 +1,7 @@
 //! The agent WebSocket at `/ws` (`docs/protocol.md`).
 
 pub mod frames;
+mod replay;
 pub mod session;
 
 use super::limits::PeerAddr;

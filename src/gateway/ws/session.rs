@@ -1,14 +1,16 @@
-//! One agent connection: the `hello` handshake, replay of missed events,
-//! then one loop that reads requests, writes replies and drains the
-//! connection's event queue. A connection that cannot keep up is cut off by
+//! One agent connection: the `hello` handshake, then one loop that reads
+//! requests, writes replies, replays missed events page by page (beside
+//! the requests, see [`super::replay`]) and then drains the connection's
+//! event queue. A connection that cannot keep up is cut off by
 //! the bus without slowing anyone else.
 
 use super::frames::{self, ClientFrame};
+use super::replay::ReplayStream;
 use crate::bus::{CloseReason, Delivery};
-use crate::catalog::Catalog;
 use crate::core::command::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{Agent, Caller, Platform};
+use crate::core::replay::ResumeAsk;
 use crate::dispatch::Admitted;
 use crate::gateway::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -27,8 +29,6 @@ use tracing::Instrument;
 
 /// Events written per flush when a queue has several waiting.
 const WRITE_BATCH: usize = 64;
-/// Events fetched per replay page.
-const REPLAY_PAGE: i64 = 256;
 /// Frames produced off the loop that may wait to be written.
 const SIDE_QUEUE: usize = 256;
 /// Most frames read in one go from one connection.
@@ -41,15 +41,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 type WsRead = Result<Message, axum::Error>;
-
-/// True for a frame that becomes a core command (not hello, ping, ack or
-/// reason), i.e. one whose execution may join others in a burst.
-fn is_plain_command(text: &str, catalog: &Catalog) -> bool {
-    matches!(
-        frames::parse(text, catalog),
-        Ok((_, ClientFrame::Command(cmd))) if !matches!(cmd, Command::Reason { .. })
-    )
-}
 
 /// Why the loop ended; the close frame to send, if any.
 enum Stop {
@@ -86,7 +77,6 @@ pub async fn run(socket: WebSocket, app: AppState, peer: Option<std::net::IpAddr
         jobs: JoinSet::new(),
         side_tx: None,
         side_rx: None,
-        deferred: None,
         peer,
     };
     let session = uuid::Uuid::new_v4();
@@ -110,7 +100,8 @@ pub async fn run(socket: WebSocket, app: AppState, peer: Option<std::net::IpAddr
 struct Hello {
     re: Option<String>,
     capabilities: Option<Vec<String>>,
-    resume_from: Option<i64>,
+    resume_from: Result<Option<i64>, String>,
+    replay_limit: Result<Option<i64>, String>,
 }
 
 struct Conn {
@@ -131,10 +122,18 @@ struct Conn {
     /// on the first reasoning request, so idle connections do not carry it.
     side_tx: Option<mpsc::Sender<String>>,
     side_rx: Option<mpsc::Receiver<String>>,
-    /// While a burst of commands is checked: the ones to execute together.
-    deferred: Option<Vec<(Option<String>, Command)>>,
     /// The client's address (failed `hello`s count against it).
     peer: Option<std::net::IpAddr>,
+}
+
+/// One frame of a burst, read and sorted once.
+enum BurstItem {
+    /// A command that may run together with its neighbours (not `reason`).
+    Plain(Option<String>, Command),
+    /// Anything else: served alone, in order.
+    Other(Message),
+    /// A text frame that parsed, but is not a plain command.
+    Parsed(Option<String>, ClientFrame),
 }
 
 impl Conn {
@@ -238,6 +237,7 @@ impl Conn {
                 token,
                 capabilities,
                 resume_from,
+                replay_limit,
             } = frame
             else {
                 let e = CoreError::Unauthorized("the first frame must be hello".into());
@@ -251,6 +251,7 @@ impl Conn {
                         re,
                         capabilities,
                         resume_from,
+                        replay_limit,
                     },
                 )),
                 Err(e) => {
@@ -267,7 +268,7 @@ impl Conn {
     }
 
     /// Registers the connection, sends `welcome`, replays, then serves.
-    async fn serve(&mut self, mut agent: Agent, hello: Hello, session: uuid::Uuid) -> Stop {
+    async fn serve(&mut self, mut agent: Agent, mut hello: Hello, session: uuid::Uuid) -> Stop {
         let core = self.app.core.clone();
         if let Err(e) = core
             .agent_connected(&agent.name, hello.capabilities.clone())
@@ -276,7 +277,7 @@ impl Conn {
             let _ = self.send_error(hello.re.as_deref(), &e).await;
             return stop(1008, "bad hello");
         }
-        if let Some(c) = hello.capabilities {
+        if let Some(c) = hello.capabilities.take() {
             agent.capabilities = c;
         }
         let limits = &self.app.cfg.limits;
@@ -285,9 +286,7 @@ impl Conn {
             .register(&agent.name, agent.capabilities.clone(), limits.send_queue);
         self.cancel = reg.cancel;
         self.close = reg.close;
-        let result = self
-            .serve_registered(&agent, hello.re, hello.resume_from, session, reg.rx)
-            .await;
+        let result = self.serve_registered(&agent, hello, session, reg.rx).await;
         core.bus.unregister(&agent.name, reg.id);
         if let Err(e) = core.touch_agent(&agent.name).await {
             tracing::warn!(error = %e, "could not record last_seen");
@@ -296,16 +295,57 @@ impl Conn {
         result
     }
 
+    /// Checks what `hello` asked of the replay; an unusable value is
+    /// answered with an `error` frame (after `welcome`) and left out.
+    async fn resume_ask(&self, hello: &Hello, notes: &mut Vec<String>) -> ResumeAsk {
+        let re = hello.re.as_deref();
+        let refused = |msg: &str| {
+            let e = CoreError::BadRequest(format!(
+                "{msg}; it was ignored and events are replayed as if it were absent"
+            ));
+            frames::error_frame(re, &e)
+        };
+        let resume_from = match &hello.resume_from {
+            Ok(Some(seq)) => match self.app.core.check_resume_from(*seq).await {
+                Ok(()) => Some(*seq),
+                Err(CoreError::BadRequest(msg)) => {
+                    notes.push(refused(&msg));
+                    None
+                }
+                Err(e) => {
+                    notes.push(frames::error_frame(re, &e));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(msg) => {
+                notes.push(refused(msg));
+                None
+            }
+        };
+        let replay_limit = match &hello.replay_limit {
+            Ok(limit) => *limit,
+            Err(msg) => {
+                notes.push(refused(msg));
+                None
+            }
+        };
+        ResumeAsk {
+            resume_from,
+            replay_limit,
+        }
+    }
+
     async fn serve_registered(
         &mut self,
         agent: &Agent,
-        re: Option<String>,
-        resume_from: Option<i64>,
+        hello: Hello,
         session: uuid::Uuid,
         rx: mpsc::Receiver<Delivery>,
     ) -> Stop {
         let core = self.app.core.clone();
         let limits = self.app.cfg.limits.clone();
+        let re = hello.re.clone();
         let seq = match core.newest_seq_for(&agent.name, &agent.capabilities).await {
             // Events at or before base_seq predate the agent and are never sent to it.
             Ok(s) if s > agent.base_seq => s,
@@ -315,10 +355,20 @@ impl Conn {
                 return stop(1011, "internal error");
             }
         };
+        let mut notes = Vec::new();
+        let ask = self.resume_ask(&hello, &mut notes).await;
+        let start = match core.replay_start(agent, ask).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.send_error(re.as_deref(), &e).await;
+                return stop(1011, "internal error");
+            }
+        };
         let welcome = json!({
             "type": "welcome", "re": re, "agent": agent.name, "session": session.to_string(),
             "seq": seq, "heartbeat_s": limits.heartbeat_s, "role": agent.role,
             "capabilities": agent.capabilities,
+            "replay": { "after": start.after, "limited": start.trimmed },
             "limits": {
                 "max_frame_bytes": limits.max_frame_bytes,
                 "max_bad_frames": limits.max_bad_frames,
@@ -329,48 +379,44 @@ impl Conn {
                 "rates": self.app.dispatch.rate_limits().report(),
             },
         });
-        if let Err(s) = self.send_text(welcome.to_string()).await {
+        let mut first = vec![Message::Text(welcome.to_string().into())];
+        first.extend(notes.into_iter().map(|n| Message::Text(n.into())));
+        if let Some(gap) = start.gap {
+            let frame = json!({
+                "type": "resume_gap", "re": re,
+                "resume_from": gap.requested, "pruned_to": gap.pruned_to,
+                "replay_after": start.after,
+                "message": format!(
+                    "events up to seq {} were pruned by retention; events between {} and {} \
+                     that were for you are gone; replay starts after {}",
+                    gap.pruned_to, gap.requested, gap.pruned_to, start.after
+                ),
+            });
+            first.push(Message::Text(frame.to_string().into()));
+        }
+        if let Err(s) = self.write(first).await {
             return s;
         }
-        tracing::info!(resume_from, "connected");
-        let acked = agent
-            .acked_seq
-            .max(core.acks.latest(&agent.name).unwrap_or(0));
-        let after = resume_from.unwrap_or(acked).max(agent.base_seq);
-        if let Err(s) = self.replay(agent, after).await {
-            return s;
-        }
-        self.read_loop(agent, rx).await
+        tracing::info!(after = start.after, "connected");
+        let replay = ReplayStream::new(
+            core.clone(),
+            self.app.replay_reads.clone(),
+            &agent.name,
+            &agent.capabilities,
+            start.after,
+            self.app.cfg.events.replay_page,
+        );
+        self.read_loop(agent, rx, Some(replay)).await
     }
 
-    /// Sends every stored event after `after` for this agent, page by page.
-    async fn replay(&mut self, agent: &Agent, mut after: i64) -> Result<(), Stop> {
-        let core = self.app.core.clone();
-        loop {
-            let page = core
-                .events_for(&agent.name, &agent.capabilities, after, REPLAY_PAGE)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "replay failed");
-                    stop(1011, "replay failed")
-                })?;
-            let Some(scanned) = page.scanned_to else {
-                return Ok(());
-            };
-            after = scanned;
-            if let Some(last) = page.events.last() {
-                self.last_sent = last.seq;
-            }
-            let msgs = page
-                .events
-                .into_iter()
-                .map(|e| Message::Text(Utf8Bytes::from(e.frame.to_string())))
-                .collect();
-            self.write(msgs).await?;
-        }
-    }
-
-    async fn read_loop(&mut self, agent: &Agent, mut rx: mpsc::Receiver<Delivery>) -> Stop {
+    /// Serves the connection: requests, live events, reasoning frames, and
+    /// the replay's pages while it lasts (see [`super::replay`]).
+    async fn read_loop(
+        &mut self,
+        agent: &Agent,
+        mut rx: mpsc::Receiver<Delivery>,
+        mut replay: Option<ReplayStream>,
+    ) -> Stop {
         let caller = Caller {
             identity: agent.name.clone(),
             role: agent.role,
@@ -397,7 +443,13 @@ impl Conn {
                 _ = &mut shutdown => return stop(1001, "server shutting down"),
                 d = rx.recv(), if !rx_closed => {
                     let Some(first) = d else { rx_closed = true; continue };
-                    if let Err(s) = self.write_events(first, &mut rx).await {
+                    if let Some(r) = replay.as_mut() {
+                        // replay sends these in their turn, from the store
+                        r.saw_live(first.seq);
+                        while let Ok(d) = rx.try_recv() {
+                            r.saw_live(d.seq);
+                        }
+                    } else if let Err(s) = self.write_events(first, &mut rx).await {
                         return s;
                     }
                 }
@@ -427,6 +479,41 @@ impl Conn {
                         return s;
                     }
                 }
+                page = async {
+                    match replay.as_mut() {
+                        Some(r) => r.next_page().await,
+                        None => std::future::pending().await,
+                    }
+                }, if replay.is_some() => {
+                    let page = match page {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "replay failed");
+                            return stop(1011, "replay failed");
+                        }
+                    };
+                    let done = replay.as_mut().is_some_and(|r| r.took(&page));
+                    if let Some(last) = page.last_seq() {
+                        self.last_sent = self.last_sent.max(last);
+                    }
+                    if done {
+                        if let Some(r) = replay.take() {
+                            self.last_sent = self.last_sent.max(r.sent_to());
+                        }
+                    }
+                    let msgs: Vec<Message> = page
+                        .frames
+                        .into_iter()
+                        .map(|(_, f)| Message::Text(f.into()))
+                        .collect();
+                    if !msgs.is_empty() {
+                        if let Err(s) = self.write(msgs).await {
+                            return s;
+                        }
+                        // a peer taking the replay is alive
+                        idle.as_mut().reset(Instant::now() + self.idle);
+                    }
+                }
                 _ = &mut idle => {
                     return stop(1008, format!("idle for {} s", self.idle.as_secs()));
                 }
@@ -434,12 +521,12 @@ impl Conn {
         }
     }
 
-    /// Serves frames read together, in order. Consecutive commands among
-    /// them are executed concurrently (their writes share a commit) and
-    /// answered in frame order.
+    /// Serves frames read together, in order, each parsed once. Consecutive
+    /// commands among them are executed concurrently (their writes share a
+    /// commit) and answered in frame order.
     async fn on_burst(&mut self, burst: Vec<Option<WsRead>>, caller: &Caller) -> Result<(), Stop> {
         let single = burst.len() == 1;
-        let mut run: Vec<Utf8Bytes> = Vec::new();
+        let mut run: Vec<(Option<String>, Command)> = Vec::new();
         for msg in burst {
             let msg = match msg {
                 None | Some(Err(_)) => {
@@ -448,17 +535,40 @@ impl Conn {
                 }
                 Some(Ok(m)) => m,
             };
-            match msg {
-                Message::Text(t) if !single && is_plain_command(&t, &self.app.core.catalog) => {
-                    run.push(t)
+            match self.sort_frame(msg) {
+                BurstItem::Plain(re, cmd) if !single => run.push((re, cmd)),
+                BurstItem::Plain(re, cmd) => {
+                    Box::pin(self.on_parsed(re, ClientFrame::Command(cmd), caller)).await?
                 }
-                other => {
+                BurstItem::Parsed(re, frame) => {
+                    self.run_commands(std::mem::take(&mut run), caller).await?;
+                    Box::pin(self.on_parsed(re, frame, caller)).await?;
+                }
+                BurstItem::Other(other) => {
                     self.run_commands(std::mem::take(&mut run), caller).await?;
                     self.on_message(other, caller).await?;
                 }
             }
         }
         self.run_commands(run, caller).await
+    }
+
+    /// Parses a text frame once (an oversized or unparsable one is left for
+    /// [`Conn::on_message`] to refuse).
+    fn sort_frame(&self, msg: Message) -> BurstItem {
+        let Message::Text(t) = msg else {
+            return BurstItem::Other(msg);
+        };
+        if t.len() > self.app.cfg.limits.max_frame_bytes {
+            return BurstItem::Other(Message::Text(t));
+        }
+        match frames::parse(t.as_str(), &self.app.core.catalog) {
+            Ok((re, ClientFrame::Command(cmd))) if !matches!(cmd, Command::Reason { .. }) => {
+                BurstItem::Plain(re, cmd)
+            }
+            Ok((re, frame)) => BurstItem::Parsed(re, frame),
+            Err(_) => BurstItem::Other(Message::Text(t)),
+        }
     }
 
     /// One frame, the way the read loop always served it.
@@ -480,25 +590,22 @@ impl Conn {
         }
     }
 
-    /// Runs a run of command frames: one alone as usual; several checked in
-    /// order, executed together, answered in order in one flush.
-    async fn run_commands(&mut self, run: Vec<Utf8Bytes>, caller: &Caller) -> Result<(), Stop> {
+    /// Runs a run of parsed commands: one alone as usual; several executed
+    /// together, answered in order in one flush.
+    async fn run_commands(
+        &mut self,
+        run: Vec<(Option<String>, Command)>,
+        caller: &Caller,
+    ) -> Result<(), Stop> {
         if run.len() <= 1 {
-            for t in run {
-                self.on_message(Message::Text(t), caller).await?;
+            for (re, cmd) in run {
+                Box::pin(self.on_parsed(re, ClientFrame::Command(cmd), caller)).await?;
             }
             return Ok(());
         }
-        self.deferred = Some(Vec::with_capacity(run.len()));
-        for t in &run {
-            if let Err(s) = Box::pin(self.on_text(t.as_str(), caller)).await {
-                self.deferred = None;
-                return Err(s);
-            }
-        }
-        let deferred = self.deferred.take().unwrap_or_default();
+        self.bad_in_a_row = 0;
         let dispatch = self.app.dispatch.clone();
-        let replies = futures_util::future::join_all(deferred.into_iter().map(|(re, cmd)| {
+        let replies = futures_util::future::join_all(run.into_iter().map(|(re, cmd)| {
             let dispatch = dispatch.clone();
             async move {
                 match dispatch.dispatch(caller, cmd).await {
@@ -585,20 +692,29 @@ impl Conn {
         Ok(())
     }
 
+    /// One text frame: size check, parse, then [`Conn::on_parsed`].
     async fn on_text(&mut self, text: &str, caller: &Caller) -> Result<(), Stop> {
         if text.len() > self.app.cfg.limits.max_frame_bytes {
             let e = self.too_large(text.len());
             self.send_error(None, &e).await?;
             return Err(stop(1009, "frame too large"));
         }
-        let (re, frame) = match frames::parse(text, &self.app.core.catalog) {
-            Ok(v) => v,
+        match frames::parse(text, &self.app.core.catalog) {
+            Ok((re, frame)) => self.on_parsed(re, frame, caller).await,
             Err(bad) => {
-                return self
-                    .on_bad(bad.re, CoreError::BadRequest(bad.message))
+                self.on_bad(bad.re, CoreError::BadRequest(bad.message))
                     .await
             }
-        };
+        }
+    }
+
+    /// Serves one parsed frame.
+    async fn on_parsed(
+        &mut self,
+        re: Option<String>,
+        frame: ClientFrame,
+        caller: &Caller,
+    ) -> Result<(), Stop> {
         let dispatch = self.app.dispatch.clone();
         let cmd = match frame {
             ClientFrame::Ack { seq } => {
@@ -646,16 +762,10 @@ impl Conn {
                     }
                 }
             }
-            cmd => {
-                if let Some(deferred) = self.deferred.as_mut() {
-                    deferred.push((re, cmd));
-                    return Ok(());
-                }
-                match dispatch.dispatch(caller, cmd).await {
-                    Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
-                    Err(e) => frames::error_frame(re.as_deref(), &e),
-                }
-            }
+            cmd => match dispatch.dispatch(caller, cmd).await {
+                Ok(reply) => frames::reply_frame(re.as_deref(), &reply),
+                Err(e) => frames::error_frame(re.as_deref(), &e),
+            },
         };
         self.send_text(reply).await
     }

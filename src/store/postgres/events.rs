@@ -4,7 +4,7 @@
 use super::PgStore;
 use crate::clock::Millis;
 use crate::core::events::{Audience, CommittedEvent, EventKind, NewEvent};
-use crate::core::store::{MessageRecord, StoreError};
+use crate::core::store::{EventTable, MessageRecord, Pruned, SeqRange, StoreError, StoredEvent};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -14,6 +14,29 @@ pub(super) const CHANNEL: &str = "swarmbridge_events";
 /// An event row with its targets.
 pub(super) const EVENT_COLS: &str = "e.seq, e.kind, e.at, e.data, e.to_all, e.requires, \
     ARRAY(SELECT t.agent FROM event_targets t WHERE t.seq = e.seq) AS targets";
+
+/// An agent's events in a `seq` range, `{dir}` order: the union of two
+/// index range scans (its targets by (agent, seq), and the broadcast index
+/// filtered by capability), each cut at the page size. Parameters: agent,
+/// after, before, limit, capabilities.
+const AGENT_EVENTS: &str = "SELECT e.seq, e.kind, e.at, e.data FROM events e WHERE e.seq IN ( \
+    (SELECT seq FROM event_targets WHERE agent = $1 AND seq > $2 AND seq < $3 \
+      ORDER BY seq {dir} LIMIT $4) \
+    UNION \
+    (SELECT seq FROM events WHERE seq > $2 AND seq < $3 AND (to_all OR requires IS NOT NULL) \
+      AND (to_all OR requires <@ $5::text[]) ORDER BY seq {dir} LIMIT $4)) \
+    ORDER BY e.seq {dir} LIMIT $4";
+
+fn stored_from_row(r: &PgRow) -> Result<StoredEvent, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        kind: EventKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("event kind {kind:?}")))?,
+        at: r.try_get("at")?,
+        data: r.try_get("data")?,
+    })
+}
 
 fn event_from_row(r: &PgRow) -> Result<CommittedEvent, StoreError> {
     let kind: String = r.try_get("kind")?;
@@ -219,5 +242,105 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    /// Up to `limit` of `agent`'s events in `range` (see [`AGENT_EVENTS`]).
+    pub(super) async fn agent_events(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+        range: SeqRange,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let dir = if range.newest_first { "DESC" } else { "ASC" };
+        let rows = sqlx::query(&AGENT_EVENTS.replace("{dir}", dir))
+            .bind(agent)
+            .bind(range.after)
+            .bind(range.before)
+            .bind(limit)
+            .bind(capabilities)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stored_from_row).collect()
+    }
+
+    /// Events at or below this `seq` were removed by retention.
+    pub(super) async fn pruned_to(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT pruned_to FROM event_retention WHERE id = 1), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// One pruning step in its own short transaction; the retention row is
+    /// locked first, so instances sharing the database prune one at a time.
+    /// Appends are not blocked: the newest event is never removed, so the
+    /// sequence's top does not move.
+    pub(super) async fn prune_events(
+        &self,
+        cutoff: Millis,
+        batch: i64,
+    ) -> Result<Pruned, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let pruned_to: i64 =
+            sqlx::query_scalar("SELECT pruned_to FROM event_retention WHERE id = 1 FOR UPDATE")
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+        let upto: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(seq) FROM (SELECT seq, at FROM events WHERE seq > $1 \
+               ORDER BY seq LIMIT $2) b \
+             WHERE at < $3 \
+               AND seq < (SELECT MAX(seq) FROM events) \
+               AND seq <= COALESCE((SELECT MIN(GREATEST(acked_seq, base_seq)) FROM agents \
+                                    WHERE revoked_at IS NULL), seq)",
+        )
+        .bind(pruned_to)
+        .bind(batch)
+        .bind(cutoff)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(upto) = upto else {
+            return Ok(Pruned {
+                removed: 0,
+                pruned_to,
+            });
+        };
+        sqlx::query("DELETE FROM event_targets WHERE seq > $1 AND seq <= $2")
+            .bind(pruned_to)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        let removed = sqlx::query("DELETE FROM events WHERE seq > $1 AND seq <= $2")
+            .bind(pruned_to)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE event_retention SET pruned_to = GREATEST(pruned_to, $1), pruned_at = $2 \
+             WHERE id = 1",
+        )
+        .bind(upto)
+        .bind(crate::clock::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            removed,
+            pruned_to: upto,
+        })
+    }
+
+    /// How many events are stored and when the oldest was committed.
+    pub(super) async fn event_table(&self) -> Result<EventTable, StoreError> {
+        let (rows, oldest_at): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events), \
+                    (SELECT at FROM events ORDER BY seq LIMIT 1)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(EventTable { rows, oldest_at })
     }
 }

@@ -4,13 +4,28 @@
 use super::{json_list, parse_list, SqliteStore};
 use crate::clock::Millis;
 use crate::core::events::{Audience, CommittedEvent, EventKind, NewEvent};
-use crate::core::store::{MessageRecord, StoreError};
+use crate::core::store::{EventTable, MessageRecord, Pruned, SeqRange, StoreError, StoredEvent};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 /// An event row with its targets as a JSON array.
 pub(super) const EVENT_COLS: &str = "e.seq, e.kind, e.at, e.data, e.to_all, e.requires, \
     (SELECT json_group_array(t.agent) FROM event_targets t WHERE t.seq = e.seq) AS targets";
+
+/// An agent's events in a `seq` range, `{dir}` order: the union of two
+/// index range scans (its targets by (agent, seq), and the broadcast index
+/// filtered by capability), each cut at the page size. Parameters: agent,
+/// after, before, limit, capabilities (JSON).
+const AGENT_EVENTS: &str = "SELECT e.seq, e.kind, e.at, e.data FROM events e WHERE e.seq IN ( \
+    SELECT seq FROM (SELECT seq FROM event_targets WHERE agent = ?1 AND seq > ?2 AND seq < ?3 \
+      ORDER BY seq {dir} LIMIT ?4) \
+    UNION \
+    SELECT seq FROM (SELECT b.seq FROM events b WHERE b.seq > ?2 AND b.seq < ?3 \
+      AND (b.to_all = 1 OR b.requires IS NOT NULL) \
+      AND (b.to_all = 1 OR NOT EXISTS (SELECT 1 FROM json_each(b.requires) r \
+        WHERE r.value NOT IN (SELECT value FROM json_each(?5)))) \
+      ORDER BY b.seq {dir} LIMIT ?4)) \
+    ORDER BY e.seq {dir} LIMIT ?4";
 
 /// Events per multi-row insert (5 parameters each).
 const EVENT_ROWS_PER_INSERT: usize = 200;
@@ -139,6 +154,15 @@ pub(super) async fn insert_message(
     .execute(&mut *conn)
     .await?;
     Ok(())
+fn stored_from_row(r: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        kind: EventKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("event kind {kind:?}")))?,
+        at: r.try_get("at")?,
+        data: r.try_get("data")?,
+    })
 }
 
 impl SqliteStore {
@@ -223,5 +247,116 @@ impl SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    /// Up to `limit` of `agent`'s events in `range` (see [`AGENT_EVENTS`]).
+    pub(super) async fn agent_events(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+        range: SeqRange,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let dir = if range.newest_first { "DESC" } else { "ASC" };
+        let rows = sqlx::query(&AGENT_EVENTS.replace("{dir}", dir))
+            .bind(agent)
+            .bind(range.after)
+            .bind(range.before)
+            .bind(limit)
+            .bind(json_list(capabilities))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(stored_from_row).collect()
+    }
+
+    /// Events at or below this `seq` were removed by retention.
+    pub(super) async fn pruned_to(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT pruned_to FROM event_retention WHERE id = 1), 0)",
+        )
+        .fetch_one(&self.readers)
+        .await?)
+    }
+
+    /// One pruning step through the writer (a short write that joins a
+    /// group commit like any other), see [`crate::core::store::Store::prune_events`].
+    pub(super) async fn prune_events(
+        &self,
+        cutoff: Millis,
+        batch: i64,
+    ) -> Result<Pruned, StoreError> {
+        self.writer
+            .write(move |conn, now| {
+                Box::pin(async move {
+                    let pruned_to: i64 = sqlx::query_scalar(
+                        "SELECT COALESCE((SELECT pruned_to FROM event_retention WHERE id = 1), 0)",
+                    )
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    // The newest event stays: it keeps the sequence's top.
+                    // Every active agent must have acked (or predate) an event.
+                    let upto: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(seq) FROM (SELECT seq, at FROM events WHERE seq > ?1 \
+                           ORDER BY seq LIMIT ?2) \
+                         WHERE at < ?3 \
+                           AND seq < (SELECT MAX(seq) FROM events) \
+                           AND seq <= COALESCE((SELECT MIN(MAX(acked_seq, base_seq)) FROM agents \
+                                                WHERE revoked_at IS NULL), seq)",
+                    )
+                    .bind(pruned_to)
+                    .bind(batch)
+                    .bind(cutoff)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    let Some(upto) = upto else {
+                        return Ok((
+                            Pruned {
+                                removed: 0,
+                                pruned_to,
+                            },
+                            vec![],
+                            vec![],
+                        ));
+                    };
+                    sqlx::query("DELETE FROM event_targets WHERE seq > ?1 AND seq <= ?2")
+                        .bind(pruned_to)
+                        .bind(upto)
+                        .execute(&mut *conn)
+                        .await?;
+                    let removed = sqlx::query("DELETE FROM events WHERE seq > ?1 AND seq <= ?2")
+                        .bind(pruned_to)
+                        .bind(upto)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    sqlx::query(
+                        "UPDATE event_retention SET pruned_to = ?1, pruned_at = ?2 WHERE id = 1",
+                    )
+                    .bind(upto)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok((
+                        Pruned {
+                            removed,
+                            pruned_to: upto,
+                        },
+                        vec![],
+                        vec![],
+                    ))
+                })
+            })
+            .await
+    }
+
+    /// How many events are stored and when the oldest was committed.
+    pub(super) async fn event_table(&self) -> Result<EventTable, StoreError> {
+        let (rows, oldest_at): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events), \
+                    (SELECT at FROM events ORDER BY seq LIMIT 1)",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(EventTable { rows, oldest_at })
     }
 }

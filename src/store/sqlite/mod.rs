@@ -27,8 +27,9 @@ use crate::core::polls::{Ballot, NewPoll, Poll};
 use crate::core::schedules::{FireOutcome, Firing, OccurrenceClaim, Schedule, ScheduleChange};
 use crate::core::search::{MessageHit, SearchHit, SearchQuery};
 use crate::core::store::{
-    counts_from_rows, BallotCheck, ClaimGuard, CommitLog, MessageRecord, PollChange, PollClosing,
-    PollEvents, Store, StoreError, TaskChange, TaskEvents, TaskExpiry,
+    counts_from_rows, BallotCheck, ClaimGuard, CommitLog, EventTable, MessageRecord, PollChange,
+    PollClosing, PollEvents, Pruned, SeqRange, Store, StoreError, StoredEvent, TaskChange,
+    TaskEvents, TaskExpiry,
 };
 use crate::store::BatchPolicy;
 use async_trait::async_trait;
@@ -352,6 +353,28 @@ impl Store for SqliteStore {
 
     async fn recent_events(&self, limit: i64) -> Result<Vec<CommittedEvent>, StoreError> {
         self.recent_events(limit).await
+    }
+
+    async fn agent_events(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+        range: SeqRange,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.agent_events(agent, capabilities, range, limit).await
+    }
+
+    async fn pruned_to(&self) -> Result<i64, StoreError> {
+        self.pruned_to().await
+    }
+
+    async fn prune_events(&self, cutoff: Millis, batch: i64) -> Result<Pruned, StoreError> {
+        self.prune_events(cutoff, batch).await
+    }
+
+    async fn event_table(&self) -> Result<EventTable, StoreError> {
+        self.event_table().await
     }
 
     async fn run_tally(&self, agent: &str) -> Result<RunTally, StoreError> {
