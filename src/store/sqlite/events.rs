@@ -154,6 +154,8 @@ pub(super) async fn insert_message(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
 fn stored_from_row(r: &SqliteRow) -> Result<StoredEvent, StoreError> {
     let kind: String = r.try_get("kind")?;
     Ok(StoredEvent {
