@@ -306,7 +306,7 @@ fn spawn_alerts(
         url,
         "alerts",
         shutdown.clone(),
-        move |term| {
+        move |ownership: crate::store::PlatformOwnership| {
             let dispatch = dispatch.clone();
             // a platform counts as down once two evaluations in a row saw it down
             let seen_down = Arc::new(std::sync::Mutex::new([false; 2]));
@@ -336,7 +336,7 @@ fn spawn_alerts(
                     send_queues: core.bus.send_queue_fill(),
                 }
             };
-            crate::core::alerts::run_alert_loop(core.clone(), alerts_cfg.clone(), probe, term)
+            crate::core::alerts::run_alert_loop(core.clone(), alerts_cfg.clone(), probe, ownership.stop)
         },
     ));
 }

@@ -30,6 +30,8 @@ pub struct ChildServer {
     /// Where its output goes.
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    /// The directory holding the log when [`ChildServer::spawn`] made one.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ChildServer {
