@@ -336,7 +336,12 @@ fn spawn_alerts(
                     send_queues: core.bus.send_queue_fill(),
                 }
             };
-            crate::core::alerts::run_alert_loop(core.clone(), alerts_cfg.clone(), probe, ownership.stop)
+            crate::core::alerts::run_alert_loop(
+                core.clone(),
+                alerts_cfg.clone(),
+                probe,
+                ownership.stop,
+            )
         },
     ));
 }
