@@ -257,6 +257,21 @@ impl FakeTwitch {
         .await;
     }
 
+    /// Waits until `n` live connections have joined `channel` (a new owner
+    /// beside a frozen one whose socket is still open).
+    pub async fn wait_joined_by(&self, channel: &str, n: usize) {
+        self.wait_for(&format!("{n} connections in #{channel}"), |f| {
+            f.shared
+                .lock()
+                .conns
+                .iter()
+                .filter(|c| c.alive && c.joined.contains(channel))
+                .count()
+                >= n
+        })
+        .await;
+    }
+
     /// Live connections.
     pub fn live_connections(&self) -> usize {
         self.shared.lock().conns.iter().filter(|c| c.alive).count()

@@ -127,6 +127,8 @@ async fn a_frozen_twitch_owner_loses_the_login_to_another_within_15_s() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("Twitch login moved in {:?} after SIGSTOP", frozen.elapsed());
+    // the new owner's connection must be in the channel to hear the question
+    fake.wait_joined_by("somechannel", 2).await;
     // only the new owner can answer
     let asked = fake.say("somechannel", "viewer", "", "!status");
     let reply = fake.reply_to(&asked).await;
