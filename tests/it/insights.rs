@@ -441,6 +441,14 @@ async fn twitch_insights_is_a_one_line_summary() {
 
 #[tokio::test]
 async fn a_platform_connection_down_raises_platform_down_until_it_is_back() {
+    if crate::common::Backend::default_for_tests() == crate::common::Backend::Postgres {
+        // On a shared database an instance may not hold the connection, so
+        // the rule is judged only on SQLite (docs/insights.md).
+        eprintln!(
+            "skipped on PostgreSQL: platform_down is judged on a single-instance database only"
+        );
+        return;
+    }
     let _one = exclusive().await;
     let fake = FakeTwitch::spawn(false).await;
     let mut srv = crate::twitch::twitch_server(&fake, |c| {
