@@ -37,39 +37,67 @@ fn refused(err: CoreError, token_given: bool) -> Response {
     resp
 }
 
-/// The agent named by the request's bearer token, as a caller on
-/// `platform`; the response to send instead when there is none or it is
-/// not valid. Failed tokens count against `peer`'s authentication budget
-/// ([`crate::gateway::limits::authenticate`]), as on every other front door.
-pub async fn bearer_caller(
-    app: &AppState,
-    peer: Option<IpAddr>,
-    headers: &HeaderMap,
-    platform: Platform,
-) -> Result<Caller, Response> {
-    let token = headers
+/// The token of `Authorization: Bearer <token>` (scheme case as clients
+/// send it), if the request carries one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    let Some(token) = token else {
-        return Err(refused(
-            CoreError::Unauthorized(
-                "send an agent token as `Authorization: Bearer <token>`".into(),
-            ),
-            false,
-        ));
+        .map(str::trim)
+}
+
+/// The refusal of a request that carries no bearer token.
+fn no_token() -> CoreError {
+    CoreError::Unauthorized("send an agent token as `Authorization: Bearer <token>`".into())
+}
+
+/// The agent named by `token`, as a caller on `platform`. Failed tokens
+/// count against `peer`'s authentication budget
+/// ([`crate::gateway::limits::authenticate`]), as on every front door.
+async fn agent_caller(
+    app: &AppState,
+    peer: Option<IpAddr>,
+    token: &str,
+    platform: Platform,
+) -> Result<Caller, CoreError> {
+    let agent = crate::gateway::limits::authenticate(app, peer, token).await?;
+    Ok(Caller {
+        identity: agent.name,
+        role: agent.role,
+        capabilities: agent.capabilities,
+        platform,
+    })
+}
+
+/// The agent named by the request's bearer token, as a caller on
+/// `platform`, for `/api`: a refusal is the API's error body.
+pub async fn api_caller(
+    app: &AppState,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    platform: Platform,
+) -> Result<Caller, CoreError> {
+    let token = bearer_token(headers).ok_or_else(no_token)?;
+    agent_caller(app, peer, token, platform).await
+}
+
+/// The agent named by the request's bearer token, as a caller on
+/// `platform`; the response to send instead when there is none or it is
+/// not valid, with the RFC 6750 challenge (MCP and A2A clients read it).
+pub async fn bearer_caller(
+    app: &AppState,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    platform: Platform,
+) -> Result<Caller, Response> {
+    let Some(token) = bearer_token(headers) else {
+        return Err(refused(no_token(), false));
     };
-    match crate::gateway::limits::authenticate(app, peer, token).await {
-        Ok(agent) => Ok(Caller {
-            identity: agent.name,
-            role: agent.role,
-            capabilities: agent.capabilities,
-            platform,
-        }),
-        Err(e) => Err(refused(e, true)),
-    }
+    agent_caller(app, peer, token, platform)
+        .await
+        .map_err(|e| refused(e, true))
 }

@@ -104,28 +104,10 @@ impl FromRequestParts<AppState> for ApiCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError(CoreError::Unauthorized(
-                    "send an agent token as `Authorization: Bearer <token>`".into(),
-                ))
-            })?;
         let peer = crate::gateway::limits::peer_of(&parts.extensions);
-        let agent = crate::gateway::limits::authenticate(app, peer, token).await?;
-        Ok(ApiCaller(Caller {
-            identity: agent.name,
-            role: agent.role,
-            capabilities: agent.capabilities,
-            platform: Platform::Http,
-        }))
+        let caller =
+            crate::gateway::bearer::api_caller(app, peer, &parts.headers, Platform::Http).await?;
+        Ok(ApiCaller(caller))
     }
 }
 
