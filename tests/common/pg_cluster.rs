@@ -70,10 +70,7 @@ impl OwnCluster {
                 return None;
             }
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::child::free_port();
         let cluster = OwnCluster {
             dir,
             bin,
