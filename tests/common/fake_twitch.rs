@@ -247,14 +247,7 @@ impl FakeTwitch {
 
     /// Waits until a live connection has joined `channel`.
     pub async fn wait_joined(&self, channel: &str) {
-        self.wait_for(&format!("JOIN #{channel}"), |f| {
-            f.shared
-                .lock()
-                .conns
-                .iter()
-                .any(|c| c.alive && c.joined.contains(channel))
-        })
-        .await;
+        self.wait_joined_by(channel, 1).await;
     }
 
     /// Waits until `n` live connections have joined `channel` (a new owner
