@@ -20,9 +20,10 @@
 //!    table, and agents replay them from their acked `seq` on reconnect.
 //!
 //! The SQLite adapter (`crate::store::sqlite`) keeps the rule with one
-//! writer task that owns the only write connection: it takes requests from a
-//! queue, runs a batch of them in one transaction (one savepoint per
-//! request, so a rejected request does not roll back its neighbours),
+//! writer thread that owns the only write connection: it takes requests from
+//! a queue, runs a batch of them synchronously in one transaction (one
+//! savepoint per request, so a rejected request does not roll back its
+//! neighbours),
 //! appends the batch's events with consecutive `seq`s, commits, and only then
 //! calls [`CommitLog::committed`]; it does not start the next batch before
 //! that returns. Each request's answer is sent after the publish, so a

@@ -1,28 +1,26 @@
 //! Agents (`agents`): tokens by hash, roles, capabilities, presence and acks.
 
+use super::row::Cols;
 use super::{json_list, parse_list, SqliteStore};
 use crate::clock::Millis;
 use crate::core::error::CoreError;
 use crate::core::model::{Agent, Role};
 use crate::core::store::StoreError;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
-use std::str::FromStr;
+use rusqlite::{params, OptionalExtension};
 
 const AGENT_COLS: &str =
     "name, role, capabilities, created_at, revoked_at, last_seen, acked_seq, base_seq";
 
-fn agent_from_row(r: &SqliteRow) -> Result<Agent, StoreError> {
-    let role: String = r.try_get("role")?;
+fn agent_from_row<R: Cols>(r: &R) -> Result<Agent, StoreError> {
     Ok(Agent {
-        name: r.try_get("name")?,
-        role: Role::from_str(&role).map_err(StoreError::Corrupt)?,
-        capabilities: parse_list(r.try_get("capabilities")?)?,
-        created_at: r.try_get("created_at")?,
-        revoked_at: r.try_get("revoked_at")?,
-        last_seen: r.try_get("last_seen")?,
-        acked_seq: r.try_get("acked_seq")?,
-        base_seq: r.try_get("base_seq")?,
+        name: r.text("name")?,
+        role: r.parsed("role")?,
+        capabilities: parse_list(&r.text("capabilities")?)?,
+        created_at: r.int("created_at")?,
+        revoked_at: r.opt_int("revoked_at")?,
+        last_seen: r.opt_int("last_seen")?,
+        acked_seq: r.int("acked_seq")?,
+        base_seq: r.int("base_seq")?,
     })
 }
 
@@ -38,37 +36,37 @@ impl SqliteStore {
     ) -> Result<Agent, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let existing: Option<Option<i64>> =
-                        sqlx::query_scalar("SELECT revoked_at FROM agents WHERE name = ?1")
-                            .bind(&name)
-                            .fetch_optional(&mut *conn)
-                            .await?;
-                    if let Some(None) = existing {
-                        return Err(CoreError::Conflict(format!(
-                            "agent {name} already exists (revoke it first to issue a new token)"
-                        ))
-                        .into());
-                    }
-                    let row = sqlx::query(&format!(
-                        "INSERT INTO agents (name, token_hash, role, capabilities, created_at, \
-                         acked_seq, base_seq) VALUES (?1, ?2, ?3, ?4, ?5, \
-                         (SELECT COALESCE(MAX(seq), 0) FROM events), \
-                         (SELECT COALESCE(MAX(seq), 0) FROM events)) \
-                         ON CONFLICT (name) DO UPDATE SET token_hash = ?2, role = ?3, \
-                         capabilities = ?4, created_at = ?5, revoked_at = NULL, \
-                         acked_seq = excluded.acked_seq, base_seq = excluded.base_seq \
-                         RETURNING {AGENT_COLS}"
+                let existing: Option<Option<i64>> = conn
+                    .prepare_cached("SELECT revoked_at FROM agents WHERE name = ?1")?
+                    .query_row(params![name], |r| r.get(0))
+                    .optional()?;
+                if let Some(None) = existing {
+                    return Err(CoreError::Conflict(format!(
+                        "agent {name} already exists (revoke it first to issue a new token)"
                     ))
-                    .bind(&name)
-                    .bind(&token_hash)
-                    .bind(role.as_str())
-                    .bind(json_list(&capabilities))
-                    .bind(now)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    Ok((agent_from_row(&row)?, vec![], vec![]))
-                })
+                    .into());
+                }
+                let mut stmt = conn.prepare_cached(&format!(
+                    "INSERT INTO agents (name, token_hash, role, capabilities, created_at, \
+                     acked_seq, base_seq) VALUES (?1, ?2, ?3, ?4, ?5, \
+                     (SELECT COALESCE(MAX(seq), 0) FROM events), \
+                     (SELECT COALESCE(MAX(seq), 0) FROM events)) \
+                     ON CONFLICT (name) DO UPDATE SET token_hash = ?2, role = ?3, \
+                     capabilities = ?4, created_at = ?5, revoked_at = NULL, \
+                     acked_seq = excluded.acked_seq, base_seq = excluded.base_seq \
+                     RETURNING {AGENT_COLS}"
+                ))?;
+                let mut rows = stmt.query(params![
+                    name,
+                    token_hash,
+                    role.as_str(),
+                    json_list(&capabilities),
+                    now
+                ])?;
+                let row = rows
+                    .next()?
+                    .ok_or_else(|| StoreError::Corrupt("agent insert returned no row".into()))?;
+                Ok((agent_from_row(row)?, vec![], vec![]))
             })
             .await
     }
@@ -108,22 +106,15 @@ impl SqliteStore {
     pub(super) async fn revoke_agent(&self, name: String) -> Result<(), StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let n = sqlx::query(
+                let n = conn
+                    .prepare_cached(
                         "UPDATE agents SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                    )
-                    .bind(&name)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                    if n == 0 {
-                        return Err(
-                            CoreError::NotFound(format!("no active agent named {name}")).into()
-                        );
-                    }
-                    Ok(((), vec![], vec![]))
-                })
+                    )?
+                    .execute(params![name, now])?;
+                if n == 0 {
+                    return Err(CoreError::NotFound(format!("no active agent named {name}")).into());
+                }
+                Ok(((), vec![], vec![]))
             })
             .await
     }
@@ -146,18 +137,16 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE agents SET last_seen = ?2, \
-                         capabilities = COALESCE(?3, capabilities) WHERE name = ?1",
-                    )
-                    .bind(&name)
-                    .bind(now)
-                    .bind(capabilities.as_deref().map(json_list))
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(((), vec![], vec![]))
-                })
+                conn.prepare_cached(
+                    "UPDATE agents SET last_seen = ?2, \
+                     capabilities = COALESCE(?3, capabilities) WHERE name = ?1",
+                )?
+                .execute(params![
+                    name,
+                    now,
+                    capabilities.as_deref().map(json_list)
+                ])?;
+                Ok(((), vec![], vec![]))
             })
             .await
     }
@@ -171,19 +160,15 @@ impl SqliteStore {
             serde_json::to_string(&acks).map_err(|e| StoreError::Corrupt(format!("acks: {e}")))?;
         self.writer
             .write(move |conn, _now| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE agents AS a SET acked_seq = MAX(a.acked_seq, v.seq) \
-                         FROM (SELECT json_extract(value, '$[0]') AS name, \
-                               MAX(json_extract(value, '$[1]')) AS seq \
-                               FROM json_each(?1) GROUP BY name) AS v \
-                         WHERE a.name = v.name",
-                    )
-                    .bind(&pairs)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(((), vec![], vec![]))
-                })
+                conn.prepare_cached(
+                    "UPDATE agents AS a SET acked_seq = MAX(a.acked_seq, v.seq) \
+                     FROM (SELECT json_extract(value, '$[0]') AS name, \
+                           MAX(json_extract(value, '$[1]')) AS seq \
+                           FROM json_each(?1) GROUP BY name) AS v \
+                     WHERE a.name = v.name",
+                )?
+                .execute(params![pairs])?;
+                Ok(((), vec![], vec![]))
             })
             .await
     }

@@ -1,11 +1,12 @@
 //! Learned allocation's reads and writes: agents' records per capability
 //! set (from `task_runs`), and offers that ended.
 
-use super::tasks::{task_from_row, TASK_COLS};
+use super::tasks::{select_tasks, TASK_COLS};
 use super::{parse_list, SqliteStore};
 use crate::clock::Millis;
 use crate::core::allocation::RunStat;
 use crate::core::store::{StoreError, TaskExpiry};
+use rusqlite::params;
 use sqlx::Row;
 
 impl SqliteStore {
@@ -43,30 +44,25 @@ impl SqliteStore {
     ) -> Result<Vec<crate::core::model::Task>, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let rows = sqlx::query(&format!(
+                let due = select_tasks(
+                    conn,
+                    &format!(
                         "SELECT {TASK_COLS} FROM tasks WHERE offered_to IS NOT NULL \
                          AND offer_expires_at <= ?1 ORDER BY offer_expires_at LIMIT ?2"
-                    ))
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    let mut tasks = Vec::with_capacity(rows.len());
-                    let mut events = Vec::new();
-                    for row in &rows {
-                        let mut task = task_from_row(row)?;
-                        events.extend(lapse(&mut task, now));
-                        sqlx::query(
-                            "UPDATE tasks SET offered_to = NULL, offer_expires_at = NULL WHERE id = ?1",
-                        )
-                        .bind(task.id)
-                        .execute(&mut *conn)
-                        .await?;
-                        tasks.push(task);
-                    }
-                    Ok((tasks, events, vec![]))
-                })
+                    ),
+                    params![now, limit],
+                )?;
+                let mut tasks = Vec::with_capacity(due.len());
+                let mut events = Vec::new();
+                for mut task in due {
+                    events.extend(lapse(&mut task, now));
+                    conn.prepare_cached(
+                        "UPDATE tasks SET offered_to = NULL, offer_expires_at = NULL WHERE id = ?1",
+                    )?
+                    .execute(params![task.id])?;
+                    tasks.push(task);
+                }
+                Ok((tasks, events, vec![]))
             })
             .await
     }

@@ -4,6 +4,7 @@ use super::SqliteStore;
 use crate::clock::now_ms;
 use crate::reason::ReasonCache;
 use futures_util::future::BoxFuture;
+use rusqlite::params;
 use sqlx::Row;
 
 /// The reasoning cache lives in `reason_cache`. A storage failure is logged
@@ -48,30 +49,26 @@ impl ReasonCache for SqliteStore {
             let res = self
                 .writer
                 .write(move |conn, now| {
-                    Box::pin(async move {
-                        sqlx::query(
-                            "INSERT INTO reason_cache (digest, model, mode, prompt, text, \
-                             confidence, created_at, expires_at) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                             ON CONFLICT (digest) DO UPDATE SET text = ?5, confidence = ?6, \
-                             created_at = ?7, expires_at = ?8",
-                        )
-                        .bind(&key.digest)
-                        .bind(&key.model)
-                        .bind(&key.mode)
-                        .bind(&key.prompt)
-                        .bind(&answer.text)
-                        .bind(answer.confidence)
-                        .bind(now)
-                        .bind(now + (ttl_s as i64).saturating_mul(1000))
-                        .execute(&mut *conn)
-                        .await?;
-                        sqlx::query("DELETE FROM reason_cache WHERE expires_at <= ?1")
-                            .bind(now)
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(((), vec![], vec![]))
-                    })
+                    conn.prepare_cached(
+                        "INSERT INTO reason_cache (digest, model, mode, prompt, text, \
+                         confidence, created_at, expires_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                         ON CONFLICT (digest) DO UPDATE SET text = ?5, confidence = ?6, \
+                         created_at = ?7, expires_at = ?8",
+                    )?
+                    .execute(params![
+                        key.digest,
+                        key.model,
+                        key.mode,
+                        key.prompt,
+                        answer.text,
+                        answer.confidence,
+                        now,
+                        now + (ttl_s as i64).saturating_mul(1000)
+                    ])?;
+                    conn.prepare_cached("DELETE FROM reason_cache WHERE expires_at <= ?1")?
+                        .execute(params![now])?;
+                    Ok(((), vec![], vec![]))
                 })
                 .await;
             if let Err(e) = res {

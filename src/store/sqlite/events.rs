@@ -1,12 +1,14 @@
 //! The event log (`events`, `event_targets`) and the messages stored with
 //! their events.
 
+use super::row::Cols;
 use super::{json_list, parse_list, SqliteStore};
 use crate::clock::Millis;
 use crate::core::events::{Audience, CommittedEvent, EventKind, NewEvent};
 use crate::core::store::{EventTable, MessageRecord, Pruned, SeqRange, StoreError, StoredEvent};
+use rusqlite::{params, Connection};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqlitePool};
 
 /// An event row with its targets as a JSON array.
 pub(super) const EVENT_COLS: &str = "e.seq, e.kind, e.at, e.data, e.to_all, e.requires, \
@@ -27,93 +29,78 @@ const AGENT_EVENTS: &str = "SELECT e.seq, e.kind, e.at, e.data FROM events e WHE
       ORDER BY b.seq {dir} LIMIT ?4)) \
     ORDER BY e.seq {dir} LIMIT ?4";
 
-/// Events per multi-row insert (5 parameters each).
-const EVENT_ROWS_PER_INSERT: usize = 200;
-/// Targets per multi-row insert (2 parameters each).
-const TARGET_ROWS_PER_INSERT: usize = 400;
-
-fn event_from_row(r: &SqliteRow) -> Result<CommittedEvent, StoreError> {
-    let kind: String = r.try_get("kind")?;
+fn event_from_row<R: Cols>(r: &R) -> Result<CommittedEvent, StoreError> {
+    let kind = r.text("kind")?;
     let kind = EventKind::parse(&kind)
         .ok_or_else(|| StoreError::Corrupt(format!("event kind {kind:?}")))?;
-    let requires: Option<String> = r.try_get("requires")?;
-    let targets: String = r.try_get("targets")?;
-    let to_all: i64 = r.try_get("to_all")?;
+    let requires = r.opt_text("requires")?;
+    let targets = r.text("targets")?;
     let audience = Audience {
-        all: to_all != 0,
+        all: r.int("to_all")? != 0,
         requires: requires.as_deref().map(parse_list).transpose()?,
         agents: parse_list(&targets)?,
     };
-    let data: String = r.try_get("data")?;
     Ok(CommittedEvent::new(
-        r.try_get("seq")?,
+        r.int("seq")?,
         kind,
-        r.try_get("at")?,
+        r.int("at")?,
         audience,
-        &data,
+        &r.text("data")?,
     ))
 }
 
-/// `(?, ?, ...), (?, ?, ...)`: `rows` groups of `cols` placeholders.
-fn placeholders(rows: usize, cols: usize) -> String {
-    let one = format!("({})", vec!["?"; cols].join(", "));
-    vec![one; rows].join(", ")
-}
-
-/// Appends `events` in order with consecutive `seq`s, a few statements for
-/// the whole batch (multi-row inserts), and returns them committed-to-be.
-/// An event no agent gets (a poll for chat voters only) is still recorded
-/// and published: the platform announcers see it.
-pub(super) async fn insert_events(
-    conn: &mut SqliteConnection,
+/// Appends `events` in order with consecutive `seq`s (one cached statement
+/// per row, run back to back on the writer thread) and returns them
+/// committed-to-be. An event no agent gets (a poll for chat voters only) is
+/// still recorded and published: the platform announcers see it.
+pub(super) fn insert_events(
+    conn: &Connection,
     now: Millis,
     events: Vec<NewEvent>,
 ) -> Result<Vec<CommittedEvent>, StoreError> {
     let mut out = Vec::with_capacity(events.len());
-    let mut targets: Vec<(String, i64)> = Vec::new();
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        let chunk: Vec<NewEvent> = events.by_ref().take(EVENT_ROWS_PER_INSERT).collect();
-        let datas: Vec<String> = chunk.iter().map(|e| e.data.to_string()).collect();
-        let sql = format!(
-            "INSERT INTO events (kind, at, data, to_all, requires) VALUES {} RETURNING seq",
-            placeholders(chunk.len(), 5)
-        );
-        let mut q = sqlx::query_scalar::<_, i64>(&sql);
-        for (ev, data) in chunk.iter().zip(&datas) {
-            q = q
-                .bind(ev.kind.as_str())
-                .bind(now)
-                .bind(data)
-                .bind(ev.audience.all as i64)
-                .bind(ev.audience.requires.as_deref().map(json_list));
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (kind, at, data, to_all, requires) VALUES (?1, ?2, ?3, ?4, ?5) \
+         RETURNING seq",
+    )?;
+    let mut target =
+        conn.prepare_cached("INSERT OR IGNORE INTO event_targets (agent, seq) VALUES (?1, ?2)")?;
+    for ev in events {
+        let data = ev.data.to_string();
+        let seq: i64 = insert.query_row(
+            params![
+                ev.kind.as_str(),
+                now,
+                data,
+                ev.audience.all as i64,
+                ev.audience.requires.as_deref().map(json_list)
+            ],
+            |r| r.get(0),
+        )?;
+        for agent in &ev.audience.agents {
+            target.execute(params![agent, seq])?;
         }
-        let mut seqs = q.fetch_all(&mut *conn).await?;
-        // One writer and AUTOINCREMENT: the rows got consecutive seqs in
-        // VALUES order; RETURNING may list them in any order.
-        seqs.sort_unstable();
-        if seqs.len() != chunk.len() {
-            return Err(StoreError::Corrupt(format!(
-                "{} events inserted, {} seqs returned",
-                chunk.len(),
-                seqs.len()
-            )));
-        }
-        for ((ev, data), seq) in chunk.into_iter().zip(datas).zip(seqs) {
-            targets.extend(ev.audience.agents.iter().map(|a| (a.clone(), seq)));
-            out.push(CommittedEvent::new(seq, ev.kind, now, ev.audience, &data));
-        }
+        out.push(CommittedEvent::new(seq, ev.kind, now, ev.audience, &data));
     }
-    for chunk in targets.chunks(TARGET_ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT OR IGNORE INTO event_targets (agent, seq) VALUES {}",
-            placeholders(chunk.len(), 2)
-        );
-        let mut q = sqlx::query(&sql);
-        for (agent, seq) in chunk {
-            q = q.bind(agent).bind(seq);
-        }
-        q.execute(&mut *conn).await?;
+    Ok(out)
+}
+
+/// [`load_events_between`] on the writer's own connection (catching up
+/// with another process's commits).
+pub(super) fn load_events_between_on(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<CommittedEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLS} FROM events e WHERE e.seq > ?1 AND e.seq <= ?2 \
+         ORDER BY e.seq LIMIT ?3"
+    ))?;
+    let mut rows = stmt.query(params![after, upto, limit])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(event_from_row(r)?);
     }
     Ok(out)
 }
@@ -138,21 +125,21 @@ pub(super) async fn load_events_between(
 }
 
 /// Stores a direct message or broadcast (inside the caller's transaction).
-pub(super) async fn insert_message(
-    conn: &mut SqliteConnection,
+pub(super) fn insert_message(
+    conn: &Connection,
     message: &MessageRecord,
     now: Millis,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO messages (sender, recipient, topic, text, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .bind(&message.sender)
-    .bind(&message.recipient)
-    .bind(&message.topic)
-    .bind(&message.text)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        message.sender,
+        message.recipient,
+        message.topic,
+        message.text,
+        now
+    ])?;
     Ok(())
 }
 
@@ -176,10 +163,8 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    insert_message(conn, &message, now).await?;
-                    Ok(((), vec![event], vec![]))
-                })
+                insert_message(conn, &message, now)?;
+                Ok(((), vec![event], vec![]))
             })
             .await
     }
@@ -289,64 +274,44 @@ impl SqliteStore {
     ) -> Result<Pruned, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let pruned_to: i64 = sqlx::query_scalar(
+                let pruned_to: i64 = conn
+                    .prepare_cached(
                         "SELECT COALESCE((SELECT pruned_to FROM event_retention WHERE id = 1), 0)",
-                    )
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    // The newest event stays: it keeps the sequence's top.
-                    // Every active agent must have acked (or predate) an event.
-                    let upto: Option<i64> = sqlx::query_scalar(
+                    )?
+                    .query_row([], |r| r.get(0))?;
+                // The newest event stays: it keeps the sequence's top.
+                // Every active agent must have acked (or predate) an event.
+                let upto: Option<i64> = conn
+                    .prepare_cached(
                         "SELECT MAX(seq) FROM (SELECT seq, at FROM events WHERE seq > ?1 \
                            ORDER BY seq LIMIT ?2) \
                          WHERE at < ?3 \
                            AND seq < (SELECT MAX(seq) FROM events) \
                            AND seq <= COALESCE((SELECT MIN(MAX(acked_seq, base_seq)) FROM agents \
                                                 WHERE revoked_at IS NULL), seq)",
-                    )
-                    .bind(pruned_to)
-                    .bind(batch)
-                    .bind(cutoff)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    let Some(upto) = upto else {
-                        return Ok((
-                            Pruned {
-                                removed: 0,
-                                pruned_to,
-                            },
-                            vec![],
-                            vec![],
-                        ));
+                    )?
+                    .query_row(params![pruned_to, batch, cutoff], |r| r.get(0))?;
+                let Some(upto) = upto else {
+                    let pruned = Pruned {
+                        removed: 0,
+                        pruned_to,
                     };
-                    sqlx::query("DELETE FROM event_targets WHERE seq > ?1 AND seq <= ?2")
-                        .bind(pruned_to)
-                        .bind(upto)
-                        .execute(&mut *conn)
-                        .await?;
-                    let removed = sqlx::query("DELETE FROM events WHERE seq > ?1 AND seq <= ?2")
-                        .bind(pruned_to)
-                        .bind(upto)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
-                    sqlx::query(
-                        "UPDATE event_retention SET pruned_to = ?1, pruned_at = ?2 WHERE id = 1",
-                    )
-                    .bind(upto)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok((
-                        Pruned {
-                            removed,
-                            pruned_to: upto,
-                        },
-                        vec![],
-                        vec![],
-                    ))
-                })
+                    return Ok((pruned, vec![], vec![]));
+                };
+                conn.prepare_cached("DELETE FROM event_targets WHERE seq > ?1 AND seq <= ?2")?
+                    .execute(params![pruned_to, upto])?;
+                let removed = conn
+                    .prepare_cached("DELETE FROM events WHERE seq > ?1 AND seq <= ?2")?
+                    .execute(params![pruned_to, upto])? as u64;
+                conn.prepare_cached(
+                    "UPDATE event_retention SET pruned_to = ?1, pruned_at = ?2 WHERE id = 1",
+                )?
+                .execute(params![upto, now])?;
+                let pruned = Pruned {
+                    removed,
+                    pruned_to: upto,
+                };
+                Ok((pruned, vec![], vec![]))
             })
             .await
     }

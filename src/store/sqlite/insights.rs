@@ -1,30 +1,42 @@
 //! Rows for insights (`task_runs` with their tasks, the open backlog) and
 //! the `alerts` table. The figures are computed in `crate::core::insights`.
 
+use super::row::Cols;
 use super::{parse_list, SqliteStore};
 use crate::clock::Millis;
 use crate::core::alerts::{Alert, AlertEvents, Finding};
 use crate::core::insights::{BacklogRow, RunRow};
 use crate::core::store::StoreError;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{params, Connection};
 use sqlx::Row;
 
 /// The `alerts` columns every alert query reads (both backends).
 pub const ALERT_COLS: &str =
     "id, key, rule, subject, message, raised_at, notified_at, repeats, cleared_at";
 
-fn alert_from_row(r: &SqliteRow) -> Result<Alert, StoreError> {
+fn alert_from_row<R: Cols>(r: &R) -> Result<Alert, StoreError> {
     Ok(Alert {
-        id: r.try_get("id")?,
-        key: r.try_get("key")?,
-        rule: r.try_get("rule")?,
-        subject: r.try_get("subject")?,
-        message: r.try_get("message")?,
-        raised_at: r.try_get("raised_at")?,
-        notified_at: r.try_get("notified_at")?,
-        repeats: r.try_get("repeats")?,
-        cleared_at: r.try_get("cleared_at")?,
+        id: r.int("id")?,
+        key: r.text("key")?,
+        rule: r.text("rule")?,
+        subject: r.text("subject")?,
+        message: r.text("message")?,
+        raised_at: r.int("raised_at")?,
+        notified_at: r.int("notified_at")?,
+        repeats: r.int("repeats")?,
+        cleared_at: r.opt_int("cleared_at")?,
     })
+}
+
+/// The alert row `sql` returns with `params`, if any (writer thread).
+fn alert_returned(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<Alert>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    rows.next()?.map(alert_from_row).transpose()
 }
 
 impl SqliteStore {
@@ -89,49 +101,41 @@ impl SqliteStore {
     ) -> Result<Option<Alert>, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let key = finding.key();
-                    let active = sqlx::query(&format!(
+                let key = finding.key();
+                let active = alert_returned(
+                    conn,
+                    &format!(
                         "SELECT {ALERT_COLS} FROM alerts WHERE key = ?1 AND cleared_at IS NULL"
-                    ))
-                    .bind(&key)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    let row = match active {
-                        None => {
-                            sqlx::query(&format!(
-                                "INSERT INTO alerts (key, rule, subject, message, raised_at, \
-                                 notified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
-                                 RETURNING {ALERT_COLS}"
-                            ))
-                            .bind(&key)
-                            .bind(finding.rule)
-                            .bind(&finding.subject)
-                            .bind(&finding.message)
-                            .bind(now)
-                            .fetch_one(&mut *conn)
-                            .await?
+                    ),
+                    params![key],
+                )?;
+                let alert = match active {
+                    None => alert_returned(
+                        conn,
+                        &format!(
+                            "INSERT INTO alerts (key, rule, subject, message, raised_at, \
+                             notified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING {ALERT_COLS}"
+                        ),
+                        params![key, finding.rule, finding.subject, finding.message, now],
+                    )?,
+                    Some(a) => {
+                        if now - a.notified_at < repeat_after_ms {
+                            return Ok((None, vec![], vec![]));
                         }
-                        Some(r) => {
-                            let notified: i64 = r.try_get("notified_at")?;
-                            if now - notified < repeat_after_ms {
-                                return Ok((None, vec![], vec![]));
-                            }
-                            sqlx::query(&format!(
+                        alert_returned(
+                            conn,
+                            &format!(
                                 "UPDATE alerts SET notified_at = ?1, repeats = repeats + 1, \
                                  message = ?2 WHERE id = ?3 RETURNING {ALERT_COLS}"
-                            ))
-                            .bind(now)
-                            .bind(&finding.message)
-                            .bind(r.try_get::<i64, _>("id")?)
-                            .fetch_one(&mut *conn)
-                            .await?
-                        }
-                    };
-                    let alert = alert_from_row(&row)?;
-                    let events = events_for(&alert);
-                    Ok((Some(alert), events, vec![]))
-                })
+                            ),
+                            params![now, finding.message, a.id],
+                        )?
+                    }
+                };
+                let alert = alert
+                    .ok_or_else(|| StoreError::Corrupt("alert write returned no row".into()))?;
+                let events = events_for(&alert);
+                Ok((Some(alert), events, vec![]))
             })
             .await
     }
@@ -144,24 +148,21 @@ impl SqliteStore {
     ) -> Result<Option<Alert>, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let row = sqlx::query(&format!(
+                let cleared = alert_returned(
+                    conn,
+                    &format!(
                         "UPDATE alerts SET cleared_at = ?1 WHERE key = ?2 AND cleared_at IS NULL \
                          RETURNING {ALERT_COLS}"
-                    ))
-                    .bind(now)
-                    .bind(&key)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    match row {
-                        None => Ok((None, vec![], vec![])),
-                        Some(r) => {
-                            let alert = alert_from_row(&r)?;
-                            let events = events_for(&alert);
-                            Ok((Some(alert), events, vec![]))
-                        }
+                    ),
+                    params![now, key],
+                )?;
+                match cleared {
+                    None => Ok((None, vec![], vec![])),
+                    Some(alert) => {
+                        let events = events_for(&alert);
+                        Ok((Some(alert), events, vec![]))
                     }
-                })
+                }
             })
             .await
     }

@@ -1,15 +1,17 @@
-//! The SQLite adapter: WAL, one writer task owning the only write
-//! connection (group commit, see [`writer`]), a small read pool, statements
-//! prepared once by sqlx's per-connection cache. Each file holds what one
+//! The SQLite adapter: WAL, one writer thread owning the only write
+//! connection (rusqlite, group commit, see [`writer`]), a small sqlx read
+//! pool, statements prepared once by each connection's statement cache. Each file holds what one
 //! table family needs; this one opens the database and maps the
 //! [`Store`] port onto them.
 
 mod agents;
 mod allocation;
 mod cache;
+mod checkpoint;
 mod events;
 mod insights;
 mod polls;
+mod row;
 mod schedules;
 mod search;
 mod stats;
@@ -36,7 +38,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, SqlitePool};
+use sqlx::{ConnectOptions, Connection as _, SqlitePool};
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -60,12 +62,14 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-/// SQLite storage. Cheap to share behind an `Arc`; its writer task stops
+/// SQLite storage. Cheap to share behind an `Arc`; its writer thread stops
 /// when the last handle is dropped.
 pub struct SqliteStore {
     writer: WriterHandle,
     readers: SqlitePool,
     log: Arc<CommitLog>,
+    /// Checkpoints the WAL off the writer's path (file databases only).
+    _checkpoints: Option<checkpoint::Checkpointer>,
 }
 
 /// Turns `swarmbridge.db`, `./x.db`, `sqlite:x.db` or `sqlite://x.db?mode=rwc`
@@ -97,6 +101,44 @@ fn tuned(opts: SqliteConnectOptions) -> SqliteConnectOptions {
         .log_statements(tracing::log::LevelFilter::Trace)
 }
 
+/// Statements the writer thread keeps prepared (every write statement of
+/// the adapter fits, with room to spare).
+const WRITER_STATEMENTS: usize = 128;
+
+/// Opens the writer thread's connection to the database `opts` names, with
+/// the same settings as [`tuned`] (sqlite-vec comes in through the auto
+/// extension registered before). `memory` for the shared in-memory database
+/// of tests. `synchronous = NORMAL` in WAL: a commit is durable against a
+/// crash of the process, and against power loss up to the last checkpoint.
+fn open_writer(
+    opts: &SqliteConnectOptions,
+    memory: bool,
+) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let mut flags = OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    flags |= if memory {
+        OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE
+    } else {
+        OpenFlags::SQLITE_OPEN_PRIVATE_CACHE
+    };
+    let conn = rusqlite::Connection::open_with_flags(opts.get_filename(), flags)?;
+    let journal = if memory { "MEMORY" } else { "WAL" };
+    conn.execute_batch(&format!("PRAGMA journal_mode = {journal}"))?;
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+         PRAGMA temp_store = memory; PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456;",
+    )?;
+    if !memory {
+        // checkpoints run on their own thread (see `checkpoint`)
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    }
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
+    Ok(conn)
+}
+
 pub(super) fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
@@ -122,7 +164,15 @@ impl SqliteStore {
         sink: Arc<dyn EventSink>,
     ) -> Result<Self, StoreError> {
         let opts = connect_options(url)?;
-        Self::open_with(opts.clone(), opts.read_only(true), readers, batch, sink).await
+        Self::open_with(
+            opts.clone(),
+            opts.read_only(true),
+            false,
+            readers,
+            batch,
+            sink,
+        )
+        .await
     }
 
     /// A private database in memory (shared cache between the writer and
@@ -140,12 +190,13 @@ impl SqliteStore {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Memory),
         );
-        Self::open_with(opts.clone(), opts, 2, batch, sink).await
+        Self::open_with(opts.clone(), opts, true, 2, batch, sink).await
     }
 
     async fn open_with(
         write_opts: SqliteConnectOptions,
         read_opts: SqliteConnectOptions,
+        memory: bool,
         readers: u32,
         batch: BatchPolicy,
         sink: Arc<dyn EventSink>,
@@ -161,13 +212,24 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(read_opts)
             .await?;
+        let writer_conn = open_writer(&write_opts, memory)?;
+        // the migrating connection is done; the writer thread's is the only one that writes
+        conn.close().await?;
         let counts = Self::count_tasks(&readers).await?;
         let log = Arc::new(CommitLog::new(sink, published, counts));
-        let writer = WriterHandle::start(conn, readers.clone(), log.clone(), batch);
+        let writer = WriterHandle::start(writer_conn, log.clone(), batch)?;
+        let checkpoints = match memory {
+            true => None,
+            false => Some(checkpoint::Checkpointer::start(open_writer(
+                &write_opts,
+                false,
+            )?)?),
+        };
         Ok(SqliteStore {
             writer,
             readers,
             log,
+            _checkpoints: checkpoints,
         })
     }
 
@@ -179,6 +241,14 @@ impl SqliteStore {
         MIGRATOR.run(&mut conn).await?;
         let after: i64 = applied_migrations(&mut conn).await;
         Ok((after - before).max(0) as usize)
+    }
+
+    /// Tasks by state, counted on the writer thread's connection.
+    fn count_tasks_on(conn: &rusqlite::Connection) -> Result<TaskCounts, StoreError> {
+        let mut stmt =
+            conn.prepare_cached("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        counts_from_rows(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Tasks by state, counted in the database.

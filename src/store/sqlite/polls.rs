@@ -1,14 +1,13 @@
 //! Polls (`polls`, `poll_votes`): each change is one write with its event;
 //! the tally is computed from `poll_votes` in the statement that reads the poll.
 
+use super::row::Cols;
 use super::{json_list, parse_list, SqliteStore};
 use crate::clock::now_ms;
 use crate::core::error::CoreError;
-use crate::core::polls::{Ballot, NewPoll, Poll, PollState, Voters};
+use crate::core::polls::{Ballot, NewPoll, Poll};
 use crate::core::store::{BallotCheck, PollChange, PollClosing, PollEvents, StoreError};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
-use std::str::FromStr;
+use rusqlite::{params, Connection};
 
 /// A poll with its tally, read in one statement (one snapshot).
 const POLL_SELECT: &str = "SELECT p.id, p.question, p.options, p.voters, p.state, p.created_by, \
@@ -18,11 +17,9 @@ const POLL_SELECT: &str = "SELECT p.id, p.question, p.options, p.voters, p.state
        WHERE poll_id = p.id GROUP BY option) v) AS votes \
     FROM polls p";
 
-fn poll_from_row(r: &SqliteRow) -> Result<Poll, StoreError> {
-    let voters: String = r.try_get("voters")?;
-    let state: String = r.try_get("state")?;
-    let options = parse_list(r.try_get("options")?)?;
-    let votes: String = r.try_get("votes")?;
+fn poll_from_row<R: Cols>(r: &R) -> Result<Poll, StoreError> {
+    let options = parse_list(&r.text("options")?)?;
+    let votes = r.text("votes")?;
     let votes: Vec<(i64, i64, i64)> = serde_json::from_str(&votes)
         .map_err(|e| StoreError::Corrupt(format!("poll votes {votes:?}: {e}")))?;
     let mut tally = vec![0; options.len()];
@@ -37,36 +34,47 @@ fn poll_from_row(r: &SqliteRow) -> Result<Poll, StoreError> {
         total_votes += ballots;
     }
     Ok(Poll {
-        id: r.try_get("id")?,
-        question: r.try_get("question")?,
+        id: r.int("id")?,
+        question: r.text("question")?,
         options,
-        state: PollState::from_str(&state).map_err(StoreError::Corrupt)?,
-        closes_at: r.try_get("closes_at")?,
+        state: r.parsed("state")?,
+        closes_at: r.int("closes_at")?,
         tally,
-        voters: Voters::from_str(&voters).map_err(StoreError::Corrupt)?,
-        created_by: r.try_get("created_by")?,
+        voters: r.parsed("voters")?,
+        created_by: r.text("created_by")?,
         total_votes,
-        created_at: r.try_get("created_at")?,
-        closed_at: r.try_get("closed_at")?,
+        created_at: r.int("created_at")?,
+        closed_at: r.opt_int("closed_at")?,
     })
 }
 
-async fn load_poll(conn: &mut SqliteConnection, id: i64) -> Result<Option<Poll>, StoreError> {
-    let row = sqlx::query(&format!("{POLL_SELECT} WHERE p.id = ?1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(poll_from_row).transpose()
+/// Every poll `sql` selects with `params`, decoded (writer thread).
+fn select_polls(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Poll>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(poll_from_row(r)?);
+    }
+    Ok(out)
+}
+
+fn load_poll(conn: &Connection, id: i64) -> Result<Option<Poll>, StoreError> {
+    Ok(
+        select_polls(conn, &format!("{POLL_SELECT} WHERE p.id = ?1"), params![id])?
+            .into_iter()
+            .next(),
+    )
 }
 
 /// Writes a poll's state and closing time back (the rest never changes).
-async fn save_poll(conn: &mut SqliteConnection, p: &Poll) -> Result<(), StoreError> {
-    sqlx::query("UPDATE polls SET state = ?2, closed_at = ?3 WHERE id = ?1")
-        .bind(p.id)
-        .bind(p.state.as_str())
-        .bind(p.closed_at)
-        .execute(&mut *conn)
-        .await?;
+fn save_poll(conn: &Connection, p: &Poll) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE polls SET state = ?2, closed_at = ?3 WHERE id = ?1")?
+        .execute(params![p.id, p.state.as_str(), p.closed_at])?;
     Ok(())
 }
 
@@ -81,25 +89,26 @@ impl SqliteStore {
     ) -> Result<Poll, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let id: i64 = sqlx::query_scalar(
+                let id: i64 = conn
+                    .prepare_cached(
                         "INSERT INTO polls (question, options, voters, state, created_by, \
-                     created_at, closes_at) VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6) RETURNING id",
-                    )
-                    .bind(&new.question)
-                    .bind(json_list(&new.options))
-                    .bind(new.voters.as_str())
-                    .bind(&created_by)
-                    .bind(now)
-                    .bind(now + new.duration_s.saturating_mul(1000))
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    let poll = load_poll(conn, id)
-                        .await?
-                        .ok_or_else(|| StoreError::Corrupt(format!("poll {id} vanished")))?;
-                    let events = events_for(&poll);
-                    Ok((poll, events, vec![]))
-                })
+                         created_at, closes_at) VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6) RETURNING id",
+                    )?
+                    .query_row(
+                        params![
+                            new.question,
+                            json_list(&new.options),
+                            new.voters.as_str(),
+                            created_by,
+                            now,
+                            now + new.duration_s.saturating_mul(1000)
+                        ],
+                        |r| r.get(0),
+                    )?;
+                let poll = load_poll(conn, id)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("poll {id} vanished")))?;
+                let events = events_for(&poll);
+                Ok((poll, events, vec![]))
             })
             .await
     }
@@ -114,26 +123,23 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let poll = load_poll(conn, poll_id).await?.ok_or_else(|| {
-                        CoreError::NotFound(format!("poll {poll_id} does not exist"))
-                    })?;
-                    check(&poll, now)?;
-                    sqlx::query(
-                        "INSERT INTO poll_votes (poll_id, voter, option, weight, voted_at) \
+                let poll = load_poll(conn, poll_id)?
+                    .ok_or_else(|| CoreError::NotFound(format!("poll {poll_id} does not exist")))?;
+                check(&poll, now)?;
+                conn.prepare_cached(
+                    "INSERT INTO poll_votes (poll_id, voter, option, weight, voted_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (poll_id, voter) DO UPDATE SET \
                      option = excluded.option, weight = excluded.weight, \
                      voted_at = excluded.voted_at",
-                    )
-                    .bind(poll_id)
-                    .bind(&ballot.voter)
-                    .bind(ballot.option)
-                    .bind(ballot.weight)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(((), vec![], vec![]))
-                })
+                )?
+                .execute(params![
+                    poll_id,
+                    ballot.voter,
+                    ballot.option,
+                    ballot.weight,
+                    now
+                ])?;
+                Ok(((), vec![], vec![]))
             })
             .await
     }
@@ -147,14 +153,11 @@ impl SqliteStore {
     ) -> Result<Poll, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let mut poll = load_poll(conn, id)
-                        .await?
-                        .ok_or_else(|| CoreError::NotFound(format!("poll {id} does not exist")))?;
-                    let events = change(&mut poll, now)?;
-                    save_poll(conn, &poll).await?;
-                    Ok((poll, events, vec![]))
-                })
+                let mut poll = load_poll(conn, id)?
+                    .ok_or_else(|| CoreError::NotFound(format!("poll {id} does not exist")))?;
+                let events = change(&mut poll, now)?;
+                save_poll(conn, &poll)?;
+                Ok((poll, events, vec![]))
             })
             .await
     }
@@ -168,25 +171,22 @@ impl SqliteStore {
     ) -> Result<Vec<Poll>, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let rows = sqlx::query(&format!(
+                let due = select_polls(
+                    conn,
+                    &format!(
                         "{POLL_SELECT} WHERE p.state = 'open' AND p.closes_at <= ?1 \
-                     ORDER BY p.closes_at LIMIT ?2"
-                    ))
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    let mut polls = Vec::with_capacity(rows.len());
-                    let mut events = Vec::new();
-                    for row in &rows {
-                        let mut poll = poll_from_row(row)?;
-                        events.extend(close(&mut poll, now));
-                        save_poll(conn, &poll).await?;
-                        polls.push(poll);
-                    }
-                    Ok((polls, events, vec![]))
-                })
+                         ORDER BY p.closes_at LIMIT ?2"
+                    ),
+                    params![now, limit],
+                )?;
+                let mut polls = Vec::with_capacity(due.len());
+                let mut events = Vec::new();
+                for mut poll in due {
+                    events.extend(close(&mut poll, now));
+                    save_poll(conn, &poll)?;
+                    polls.push(poll);
+                }
+                Ok((polls, events, vec![]))
             })
             .await
     }
@@ -223,7 +223,10 @@ impl SqliteStore {
 
     /// One poll with its tally.
     pub(super) async fn poll(&self, id: i64) -> Result<Option<Poll>, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        load_poll(&mut conn, id).await
+        let row = sqlx::query(&format!("{POLL_SELECT} WHERE p.id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(poll_from_row).transpose()
     }
 }

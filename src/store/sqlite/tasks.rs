@@ -2,6 +2,7 @@
 //! rules come from the core as closures; this file loads, saves and keeps
 //! `task_runs` as [`run_changes`] says.
 
+use super::row::Cols;
 use super::{json_list, parse_list, SqliteStore};
 use crate::clock::Millis;
 use crate::core::events::NewEvent;
@@ -10,10 +11,9 @@ use crate::core::store::{
     count_delta, run_changes, ClaimGuard, CountDelta, RunChange, StoreError, TaskChange,
     TaskEvents, TaskExpiry,
 };
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{params, Connection};
+use sqlx::Row;
 use std::collections::HashMap;
-use std::str::FromStr;
 
 pub(super) const TASK_COLS: &str = "id, title, body, state, priority, requires, tags, assignee, \
     lease_expires_at, attempts, max_attempts, created_by, created_at, updated_at, result, \
@@ -24,83 +24,91 @@ pub(super) const TASK_COLS: &str = "id, title, body, state, priority, requires, 
 const OFFER_FREE: &str =
     "AND (t.offered_to IS NULL OR t.offered_to = ?2 OR t.offer_expires_at <= ?3)";
 
-pub(super) fn task_from_row(r: &SqliteRow) -> Result<Task, StoreError> {
-    let state: String = r.try_get("state")?;
-    let result: Option<String> = r.try_get("result")?;
+pub(super) fn task_from_row<R: Cols>(r: &R) -> Result<Task, StoreError> {
     Ok(Task {
-        id: r.try_get("id")?,
-        title: r.try_get("title")?,
-        body: r.try_get("body")?,
-        state: TaskState::from_str(&state).map_err(StoreError::Corrupt)?,
-        priority: r.try_get("priority")?,
-        requires: parse_list(r.try_get("requires")?)?,
-        tags: parse_list(r.try_get("tags")?)?,
-        assignee: r.try_get("assignee")?,
-        lease_expires_at: r.try_get("lease_expires_at")?,
-        attempts: r.try_get("attempts")?,
-        max_attempts: r.try_get("max_attempts")?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        result: match result {
+        id: r.int("id")?,
+        title: r.text("title")?,
+        body: r.text("body")?,
+        state: r.parsed("state")?,
+        priority: r.int("priority")?,
+        requires: parse_list(&r.text("requires")?)?,
+        tags: parse_list(&r.text("tags")?)?,
+        assignee: r.opt_text("assignee")?,
+        lease_expires_at: r.opt_int("lease_expires_at")?,
+        attempts: r.int("attempts")?,
+        max_attempts: r.int("max_attempts")?,
+        created_by: r.text("created_by")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+        result: match r.opt_text("result")? {
             Some(s) => Some(
                 serde_json::from_str(&s)
                     .map_err(|e| StoreError::Corrupt(format!("task result: {e}")))?,
             ),
             None => None,
         },
-        error: r.try_get("error")?,
-        progress: r.try_get("progress")?,
-        percent: r.try_get("percent")?,
-        offered_to: r.try_get("offered_to")?,
-        offer_expires_at: r.try_get("offer_expires_at")?,
+        error: r.opt_text("error")?,
+        progress: r.opt_text("progress")?,
+        percent: r.opt_int("percent")?,
+        offered_to: r.opt_text("offered_to")?,
+        offer_expires_at: r.opt_int("offer_expires_at")?,
     })
 }
 
-async fn load_task(conn: &mut SqliteConnection, id: i64) -> Result<Option<Task>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(task_from_row).transpose()
+/// Every task row `sql` selects with `params`, decoded (writer thread).
+pub(super) fn select_tasks(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(task_from_row(r)?);
+    }
+    Ok(out)
+}
+
+fn load_task(conn: &Connection, id: i64) -> Result<Option<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"))?;
+    let mut rows = stmt.query(params![id])?;
+    rows.next()?.map(task_from_row).transpose()
 }
 
 /// Writes every mutable column of `t` back.
-async fn save_task(conn: &mut SqliteConnection, t: &Task) -> Result<(), StoreError> {
+fn save_task(conn: &Connection, t: &Task) -> Result<(), StoreError> {
     let result = t.result.as_ref().map(|v| v.to_string());
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE tasks SET state = ?2, assignee = ?3, lease_expires_at = ?4, attempts = ?5, \
          updated_at = ?6, result = ?7, error = ?8, progress = ?9, percent = ?10, \
          claimed_at = CASE WHEN ?2 = 'claimed' AND state <> 'claimed' THEN ?6 ELSE claimed_at END \
          WHERE id = ?1",
-    )
-    .bind(t.id)
-    .bind(t.state.as_str())
-    .bind(&t.assignee)
-    .bind(t.lease_expires_at)
-    .bind(t.attempts)
-    .bind(t.updated_at)
-    .bind(result)
-    .bind(&t.error)
-    .bind(&t.progress)
-    .bind(t.percent)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        t.id,
+        t.state.as_str(),
+        t.assignee,
+        t.lease_expires_at,
+        t.attempts,
+        t.updated_at,
+        result,
+        t.error,
+        t.progress,
+        t.percent
+    ])?;
     Ok(())
 }
 
-async fn claims_held(conn: &mut SqliteConnection, agent: &str) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE assignee = ?1 AND state = 'claimed'")
-            .bind(agent)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
+fn claims_held(conn: &Connection, agent: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM tasks WHERE assignee = ?1 AND state = 'claimed'")?
+        .query_row(params![agent], |r| r.get(0))?)
 }
 
 /// Applies the core's run-record decision for one task change.
-async fn record_run(
-    conn: &mut SqliteConnection,
+fn record_run(
+    conn: &Connection,
     before: TaskState,
     holder: Option<&str>,
     task: &Task,
@@ -110,39 +118,26 @@ async fn record_run(
     for change in run_changes(before, holder, task, events) {
         match change {
             RunChange::Close { outcome, holder } => {
-                let closed = sqlx::query(
-                    "UPDATE task_runs SET ended_at = ?2, outcome = ?3 \
-                     WHERE task_id = ?1 AND ended_at IS NULL",
-                )
-                .bind(task.id)
-                .bind(now)
-                .bind(outcome)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+                let closed = conn
+                    .prepare_cached(
+                        "UPDATE task_runs SET ended_at = ?2, outcome = ?3 \
+                         WHERE task_id = ?1 AND ended_at IS NULL",
+                    )?
+                    .execute(params![task.id, now, outcome])?;
                 if closed == 0 {
                     // claimed before runs were recorded: close one from the task's own record
-                    sqlx::query(
+                    conn.prepare_cached(
                         "INSERT INTO task_runs (task_id, agent, claimed_at, ended_at, outcome) \
                          SELECT id, ?2, COALESCE(claimed_at, ?3), ?3, ?4 FROM tasks WHERE id = ?1",
-                    )
-                    .bind(task.id)
-                    .bind(holder)
-                    .bind(now)
-                    .bind(outcome)
-                    .execute(&mut *conn)
-                    .await?;
+                    )?
+                    .execute(params![task.id, holder, now, outcome])?;
                 }
             }
             RunChange::Open { agent } => {
-                sqlx::query(
+                conn.prepare_cached(
                     "INSERT INTO task_runs (task_id, agent, claimed_at) VALUES (?1, ?2, ?3)",
-                )
-                .bind(task.id)
-                .bind(agent)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                )?
+                .execute(params![task.id, agent, now])?;
             }
         }
     }
@@ -150,8 +145,8 @@ async fn record_run(
 }
 
 /// Applies `change` to a loaded task and writes the result and its run record.
-async fn apply_change(
-    conn: &mut SqliteConnection,
+pub(super) fn apply_change(
+    conn: &Connection,
     mut task: Task,
     holder: Option<String>,
     now: Millis,
@@ -160,38 +155,41 @@ async fn apply_change(
     let before = task.state;
     task.updated_at = now;
     let events = change(&mut task, now)?;
-    save_task(conn, &task).await?;
-    record_run(conn, before, holder.as_deref(), &task, &events, now).await?;
+    save_task(conn, &task)?;
+    record_run(conn, before, holder.as_deref(), &task, &events, now)?;
     let delta = count_delta(Some(before), task.state);
     Ok((task, events, delta))
 }
 
 /// Inserts an open task (inside the caller's transaction) and returns it.
-pub(super) async fn insert_task(
-    conn: &mut SqliteConnection,
+pub(super) fn insert_task(
+    conn: &Connection,
     new: &NewTask,
     created_by: &str,
     max_attempts: i64,
     now: Millis,
 ) -> Result<Task, StoreError> {
-    let row = sqlx::query(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO tasks (title, body, state, priority, requires, tags, \
          max_attempts, created_by, created_at, updated_at, offered_to, offer_expires_at) \
          VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10) RETURNING {TASK_COLS}"
-    ))
-    .bind(&new.title)
-    .bind(&new.body)
-    .bind(new.priority)
-    .bind(json_list(&new.requires))
-    .bind(json_list(&new.tags))
-    .bind(new.max_attempts.unwrap_or(max_attempts))
-    .bind(created_by)
-    .bind(now)
-    .bind(&new.offered_to)
-    .bind(new.offer_expires_at)
-    .fetch_one(&mut *conn)
-    .await?;
-    task_from_row(&row)
+    ))?;
+    let mut rows = stmt.query(params![
+        new.title,
+        new.body,
+        new.priority,
+        json_list(&new.requires),
+        json_list(&new.tags),
+        new.max_attempts.unwrap_or(max_attempts),
+        created_by,
+        now,
+        new.offered_to,
+        new.offer_expires_at
+    ])?;
+    match rows.next()? {
+        Some(r) => task_from_row(r),
+        None => Err(StoreError::Corrupt("task insert returned no row".into())),
+    }
 }
 
 impl SqliteStore {
@@ -205,11 +203,9 @@ impl SqliteStore {
     ) -> Result<Task, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let task = insert_task(conn, &new, &created_by, max_attempts, now).await?;
-                    let events = events_for(&task);
-                    Ok((task, events, count_delta(None, TaskState::Open)))
-                })
+                let task = insert_task(conn, &new, &created_by, max_attempts, now)?;
+                let events = events_for(&task);
+                Ok((task, events, count_delta(None, TaskState::Open)))
             })
             .await
     }
@@ -223,18 +219,16 @@ impl SqliteStore {
     ) -> Result<Task, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let task = load_task(conn, id).await?.ok_or_else(|| {
-                        crate::core::error::CoreError::NotFound(format!("task {id} does not exist"))
-                    })?;
-                    if let Some(g) = &guard {
-                        if task.state == TaskState::Open {
-                            g.check(claims_held(conn, &g.agent).await?)?;
-                        }
+                let task = load_task(conn, id)?.ok_or_else(|| {
+                    crate::core::error::CoreError::NotFound(format!("task {id} does not exist"))
+                })?;
+                if let Some(g) = &guard {
+                    if task.state == TaskState::Open {
+                        g.check(claims_held(conn, &g.agent)?)?;
                     }
-                    let holder = task.assignee.clone();
-                    apply_change(conn, task, holder, now, change).await
-                })
+                }
+                let holder = task.assignee.clone();
+                apply_change(conn, task, holder, now, change)
             })
             .await
     }
@@ -249,31 +243,30 @@ impl SqliteStore {
     ) -> Result<Option<Task>, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let row = sqlx::query(&format!(
-                        // INDEXED BY: otherwise the planner picks tasks_state and
-                        // sorts every open task (O(open tasks) per claim).
-                        "SELECT h.held, c.* FROM (SELECT COUNT(*) AS held FROM tasks \
-                         WHERE assignee = ?2 AND state = 'claimed') h LEFT JOIN \
-                         (SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_open_queue \
-                          WHERE state = 'open' AND NOT EXISTS \
-                          (SELECT 1 FROM json_each(t.requires) r WHERE r.value NOT IN \
-                           (SELECT value FROM json_each(?1))) {OFFER_FREE} \
-                          ORDER BY priority DESC, id LIMIT 1) c"
-                    ))
-                    .bind(json_list(&capabilities))
-                    .bind(&guard.agent)
-                    .bind(now)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    guard.check(row.try_get("held")?)?;
-                    if row.try_get::<Option<i64>, _>("id")?.is_none() {
-                        return Ok((None, vec![], vec![]));
-                    }
-                    let task = task_from_row(&row)?;
-                    let (task, events, delta) = apply_change(conn, task, None, now, claim).await?;
-                    Ok((Some(task), events, delta))
-                })
+                let mut stmt = conn.prepare_cached(&format!(
+                    // INDEXED BY: otherwise the planner picks tasks_state and
+                    // sorts every open task (O(open tasks) per claim).
+                    "SELECT h.held, c.* FROM (SELECT COUNT(*) AS held FROM tasks \
+                     WHERE assignee = ?2 AND state = 'claimed') h LEFT JOIN \
+                     (SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_open_queue \
+                      WHERE state = 'open' AND NOT EXISTS \
+                      (SELECT 1 FROM json_each(t.requires) r WHERE r.value NOT IN \
+                       (SELECT value FROM json_each(?1))) {OFFER_FREE} \
+                      ORDER BY priority DESC, id LIMIT 1) c"
+                ))?;
+                let mut rows = stmt.query(params![json_list(&capabilities), guard.agent, now])?;
+                let row = rows
+                    .next()?
+                    .ok_or_else(|| StoreError::Corrupt("claim query returned no row".into()))?;
+                guard.check(row.int("held")?)?;
+                if row.opt_int("id")?.is_none() {
+                    return Ok((None, vec![], vec![]));
+                }
+                let task = task_from_row(row)?;
+                drop(rows);
+                drop(stmt);
+                let (task, events, delta) = apply_change(conn, task, None, now, claim)?;
+                Ok((Some(task), events, delta))
             })
             .await
     }
@@ -286,30 +279,26 @@ impl SqliteStore {
     ) -> Result<Vec<Task>, StoreError> {
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    let rows = sqlx::query(&format!(
+                let due = select_tasks(
+                    conn,
+                    &format!(
                         "SELECT {TASK_COLS} FROM tasks WHERE state = 'claimed' \
                          AND lease_expires_at <= ?1 ORDER BY lease_expires_at LIMIT ?2"
-                    ))
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    let mut tasks = Vec::with_capacity(rows.len());
-                    let mut events = Vec::new();
-                    let mut delta = Vec::new();
-                    for row in &rows {
-                        let task = task_from_row(row)?;
-                        let holder = task.assignee.clone();
-                        let (task, expired, d) =
-                            apply_change(conn, task, holder, now, |t, now| Ok(expire(t, now)))
-                                .await?;
-                        events.extend(expired);
-                        delta.extend(d);
-                        tasks.push(task);
-                    }
-                    Ok((tasks, events, delta))
-                })
+                    ),
+                    params![now, limit],
+                )?;
+                let mut tasks = Vec::with_capacity(due.len());
+                let mut events = Vec::new();
+                let mut delta = Vec::new();
+                for task in due {
+                    let holder = task.assignee.clone();
+                    let (task, expired, d) =
+                        apply_change(conn, task, holder, now, |t, now| Ok(expire(t, now)))?;
+                    events.extend(expired);
+                    delta.extend(d);
+                    tasks.push(task);
+                }
+                Ok((tasks, events, delta))
             })
             .await
     }

@@ -11,7 +11,8 @@ use crate::core::vectors::{
     check_dims, to_blob, wrong_dims, ItemRef, ItemText, VectorBacklog, VectorHit, VectorStore,
 };
 use async_trait::async_trait;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use rusqlite::{params, Connection, OptionalExtension};
+use sqlx::{Row, SqlitePool};
 use std::sync::Once;
 
 /// Registers sqlite-vec with every SQLite connection opened from now on in
@@ -57,29 +58,32 @@ where
     Ok(d.map(|d| d.max(0) as usize))
 }
 
-async fn upsert(
-    conn: &mut SqliteConnection,
+fn upsert(
+    conn: &Connection,
     now: i64,
     model: &str,
     items: &[(ItemRef, Vec<f32>)],
 ) -> Result<(), StoreError> {
-    let stored = model_dims(&mut *conn, model).await?;
-    let dims = check_dims(model, stored, items)?;
+    let stored: Option<i64> = conn
+        .prepare_cached("SELECT dims FROM item_vectors WHERE model = ?1 LIMIT 1")?
+        .query_row(params![model], |r| r.get(0))
+        .optional()?;
+    let dims = check_dims(model, stored.map(|d| d.max(0) as usize), items)?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO item_vectors (kind, item_id, model, dims, vector, embedded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (kind, item_id) DO UPDATE SET model = ?3, dims = ?4, vector = ?5, \
+         embedded_at = ?6",
+    )?;
     for (item, v) in items {
-        sqlx::query(
-            "INSERT INTO item_vectors (kind, item_id, model, dims, vector, embedded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (kind, item_id) DO UPDATE SET model = ?3, dims = ?4, vector = ?5, \
-             embedded_at = ?6",
-        )
-        .bind(item.kind.as_str())
-        .bind(item.id)
-        .bind(model)
-        .bind(dims as i64)
-        .bind(to_blob(v))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        stmt.execute(params![
+            item.kind.as_str(),
+            item.id,
+            model,
+            dims as i64,
+            to_blob(v),
+            now
+        ])?;
     }
     Ok(())
 }
@@ -152,10 +156,8 @@ impl VectorStore for SqliteStore {
         let model = model.to_string();
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    upsert(conn, now, &model, &items).await?;
-                    Ok(((), vec![], vec![]))
-                })
+                upsert(conn, now, &model, &items)?;
+                Ok(((), vec![], vec![]))
             })
             .await
     }
@@ -163,20 +165,13 @@ impl VectorStore for SqliteStore {
     async fn delete_vectors(&self, items: Vec<ItemRef>) -> Result<u64, StoreError> {
         self.writer
             .write(move |conn, _| {
-                Box::pin(async move {
-                    let mut n = 0;
-                    for item in &items {
-                        n += sqlx::query(
-                            "DELETE FROM item_vectors WHERE kind = ?1 AND item_id = ?2",
-                        )
-                        .bind(item.kind.as_str())
-                        .bind(item.id)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
-                    }
-                    Ok((n, vec![], vec![]))
-                })
+                let mut stmt = conn
+                    .prepare_cached("DELETE FROM item_vectors WHERE kind = ?1 AND item_id = ?2")?;
+                let mut n = 0;
+                for item in &items {
+                    n += stmt.execute(params![item.kind.as_str(), item.id])? as u64;
+                }
+                Ok((n, vec![], vec![]))
             })
             .await
     }
@@ -184,13 +179,10 @@ impl VectorStore for SqliteStore {
     async fn clear_vectors(&self) -> Result<u64, StoreError> {
         self.writer
             .write(move |conn, _| {
-                Box::pin(async move {
-                    let n = sqlx::query("DELETE FROM item_vectors")
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
-                    Ok((n, vec![], vec![]))
-                })
+                let n = conn
+                    .prepare_cached("DELETE FROM item_vectors")?
+                    .execute([])? as u64;
+                Ok((n, vec![], vec![]))
             })
             .await
     }

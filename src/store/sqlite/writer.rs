@@ -1,9 +1,11 @@
-//! Group commit: one task owns the only write connection. Requests from any
-//! number of connections queue up; the writer takes what is waiting (up to
-//! `batch.max`, keeping the batch open up to `batch.wait` for more), runs
-//! each request under its own savepoint inside one IMMEDIATE transaction,
-//! appends the batch's events with multi-row inserts, commits once, then
-//! publishes through the [`CommitLog`] and answers every request.
+//! Group commit on the writer's own OS thread. The thread owns the only
+//! write connection (rusqlite, statements prepared once and cached), takes
+//! what is queued (up to `batch.max`, keeping the batch open up to
+//! `batch.wait` for more), runs each request synchronously under its own
+//! savepoint inside one IMMEDIATE transaction, appends the batch's events,
+//! commits once, then publishes through the [`CommitLog`] and answers every
+//! request through its oneshot channel. No statement crosses a thread: a
+//! batch of a hundred claims is one run of plain function calls.
 //!
 //! - A request the core's rules reject is rolled back to its savepoint and
 //!   answered with its own error; its neighbours commit.
@@ -14,14 +16,13 @@
 //! - Events are published after the commit, in `seq` order, before the next
 //!   batch starts, so the bus sees every event once and in order.
 
-use super::events::{insert_events, load_events_between};
+use super::events::{insert_events, load_events_between_on};
 use super::SqliteStore;
 use crate::clock::{now_ms, Millis};
 use crate::core::events::{CommittedEvent, NewEvent};
 use crate::core::store::{record_duration, CommitLog, CountDelta, StoreError};
 use crate::store::BatchPolicy;
-use futures_util::future::BoxFuture;
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::Connection;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,15 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What a request's work produced inside the transaction, type-erased.
 type Staged = (Box<dyn Any + Send>, Vec<NewEvent>, CountDelta);
-/// A request's work: runs on the write connection inside the batch's
-/// transaction, at the batch's `now`.
-type Work = Box<
-    dyn for<'c> FnOnce(
-            &'c mut SqliteConnection,
-            Millis,
-        ) -> BoxFuture<'c, Result<Staged, StoreError>>
-        + Send,
->;
+/// A request's work: runs synchronously on the writer thread's connection
+/// inside the batch's transaction, at the batch's `now`.
+type Work = Box<dyn FnOnce(&Connection, Millis) -> Result<Staged, StoreError> + Send>;
 type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
 
 /// How deep the request queue may get before callers wait for room.
@@ -56,28 +51,26 @@ enum Request {
     },
 }
 
-/// The handle every store call uses to reach the writer task.
+/// The handle every store call uses to reach the writer thread.
 pub(super) struct WriterHandle {
     tx: mpsc::Sender<Request>,
 }
 
 impl WriterHandle {
-    /// Starts the writer task on `conn`; it stops when the handle is dropped.
+    /// Starts the writer thread on `conn`; it stops when the handle is dropped
+    /// (the queue closes and the thread returns after its current batch).
     pub(super) fn start(
-        conn: SqliteConnection,
-        readers: SqlitePool,
+        conn: Connection,
         log: Arc<CommitLog>,
         batch: BatchPolicy,
-    ) -> WriterHandle {
+    ) -> Result<WriterHandle, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer {
-            conn,
-            readers,
-            log,
-            batch,
-        };
-        tokio::spawn(writer.run(rx));
-        WriterHandle { tx }
+        let writer = Writer { conn, log, batch };
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Db(Box::new(e)))?;
+        Ok(WriterHandle { tx })
     }
 
     /// Runs `f` as one request of the next batch and returns its value once
@@ -85,20 +78,13 @@ impl WriterHandle {
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(
-                &'c mut SqliteConnection,
-                Millis,
-            )
-                -> BoxFuture<'c, Result<(T, Vec<NewEvent>, CountDelta), StoreError>>
+        F: FnOnce(&Connection, Millis) -> Result<(T, Vec<NewEvent>, CountDelta), StoreError>
             + Send
             + 'static,
     {
         let work: Work = Box::new(move |conn, now| {
-            let fut = f(conn, now);
-            Box::pin(async move {
-                let (value, events, delta) = fut.await?;
-                Ok((Box::new(value) as Box<dyn Any + Send>, events, delta))
-            })
+            let (value, events, delta) = f(conn, now)?;
+            Ok((Box::new(value) as Box<dyn Any + Send>, events, delta))
         });
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -123,20 +109,14 @@ impl WriterHandle {
     }
 }
 
-/// Runs statements without parameters (several may be joined by `;`).
-fn exec<'c>(
-    conn: &'c mut SqliteConnection,
-    sql: &'static str,
-) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        sqlx::query(sql).execute(&mut *conn).await?;
-        Ok(())
-    })
+/// Runs one parameterless statement through the statement cache.
+fn exec(conn: &Connection, sql: &'static str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 struct Writer {
-    conn: SqliteConnection,
-    readers: SqlitePool,
+    conn: Connection,
     log: Arc<CommitLog>,
     batch: BatchPolicy,
 }
@@ -150,160 +130,151 @@ struct Done {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut batch: VecDeque<(Work, Reply)> = VecDeque::with_capacity(self.batch.max);
         let mut catch_ups = Vec::new();
-        while let Some(first) = rx.recv().await {
+        while let Some(first) = rx.blocking_recv() {
             match first {
                 Request::Write { work, reply } => batch.push_back((work, reply)),
                 Request::CatchUp { upto, reply } => catch_ups.push((upto, reply)),
             }
-            self.gather(&mut rx, &mut batch, &mut catch_ups).await;
+            self.gather(&mut rx, &mut batch, &mut catch_ups);
             while !batch.is_empty() {
-                self.run_batch(&mut batch).await;
+                self.run_batch(&mut batch);
             }
             for (upto, reply) in catch_ups.drain(..) {
-                self.catch_up(upto).await;
+                self.catch_up(upto);
                 let _ = reply.send(());
             }
         }
     }
 
     /// Takes what is queued, and keeps the batch open up to `batch.wait`
-    /// (yielding, so tasks about to write get to run) while more arrives.
-    fn gather<'a>(
-        &'a self,
-        rx: &'a mut mpsc::Receiver<Request>,
-        batch: &'a mut VecDeque<(Work, Reply)>,
-        catch_ups: &'a mut Vec<(i64, oneshot::Sender<()>)>,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let deadline = Instant::now() + self.batch.wait;
-            let mut quiet_rounds = 0;
+    /// (yielding the CPU, so tasks about to write get to run) while more
+    /// arrives.
+    fn gather(
+        &self,
+        rx: &mut mpsc::Receiver<Request>,
+        batch: &mut VecDeque<(Work, Reply)>,
+        catch_ups: &mut Vec<(i64, oneshot::Sender<()>)>,
+    ) {
+        let deadline = Instant::now() + self.batch.wait;
+        let mut quiet_rounds = 0;
+        while batch.len() < self.batch.max {
+            let before = batch.len();
             while batch.len() < self.batch.max {
-                let before = batch.len();
-                while batch.len() < self.batch.max {
-                    match rx.try_recv() {
-                        Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
-                        Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
-                        Err(_) => break,
-                    }
+                match rx.try_recv() {
+                    Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
+                    Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
+                    Err(_) => break,
                 }
-                quiet_rounds = if batch.len() == before {
-                    quiet_rounds + 1
-                } else {
-                    0
-                };
-                if batch.is_empty() || quiet_rounds > 2 || Instant::now() >= deadline {
-                    return;
-                }
-                tokio::task::yield_now().await;
             }
-        })
+            quiet_rounds = if batch.len() == before {
+                quiet_rounds + 1
+            } else {
+                0
+            };
+            if batch.is_empty() || quiet_rounds > 2 || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Runs requests from the front of `batch` in one transaction until the
     /// batch is done or the transaction is lost (then the rest go next time).
-    fn run_batch<'a>(&'a mut self, batch: &'a mut VecDeque<(Work, Reply)>) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let now = now_ms();
-            if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE; SAVEPOINT req").await {
-                let cause = e.to_string();
-                tracing::error!(error = %cause, requests = batch.len(), "could not begin a write transaction");
-                let _ = exec(&mut self.conn, "ROLLBACK").await;
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(StoreError::CommitFailed(cause.clone())));
-                }
-                return;
+    fn run_batch(&mut self, batch: &mut VecDeque<(Work, Reply)>) {
+        let started = Instant::now();
+        let now = now_ms();
+        if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
+            let cause = e.to_string();
+            tracing::error!(error = %cause, requests = batch.len(), "could not begin a write transaction");
+            let _ = exec(&self.conn, "ROLLBACK");
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(StoreError::CommitFailed(cause.clone())));
             }
-            let mut done: Vec<Done> = Vec::with_capacity(batch.len());
-            let mut events: Vec<NewEvent> = Vec::new();
-            let mut tx_lost = None;
-            let mut first = true;
-            while let Some((work, reply)) = batch.pop_front() {
-                if !first {
-                    // one round trip closes the last request's savepoint and opens this one's
-                    if let Err(e) = exec(&mut self.conn, "RELEASE req; SAVEPOINT req").await {
-                        batch.push_front((work, reply));
-                        tx_lost = Some(e.to_string());
-                        break;
-                    }
-                }
-                first = false;
-                match work(&mut self.conn, now).await {
-                    Ok((value, new_events, delta)) => {
-                        done.push(Done {
-                            reply,
-                            outcome: Ok((value, delta)),
-                            events: new_events.len(),
-                        });
-                        events.extend(new_events);
-                    }
-                    Err(e) => {
-                        let undone = exec(&mut self.conn, "ROLLBACK TO req").await;
-                        done.push(Done {
-                            reply,
-                            outcome: Err(e),
-                            events: 0,
-                        });
-                        if let Err(e) = undone {
-                            tx_lost = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
-                if done.len() >= self.batch.max {
-                    break;
-                }
+            return;
+        }
+        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+        let mut events: Vec<NewEvent> = Vec::new();
+        let mut tx_lost = None;
+        while let Some((work, reply)) = batch.pop_front() {
+            if let Err(e) = exec(&self.conn, "SAVEPOINT req") {
+                batch.push_front((work, reply));
+                tx_lost = Some(e.to_string());
+                break;
             }
-            let committed = match tx_lost {
-                Some(cause) => Err(cause),
-                None => self.append_and_commit(now, events).await,
+            let outcome = work(&self.conn, now);
+            let closed = match &outcome {
+                Ok(_) => exec(&self.conn, "RELEASE req"),
+                Err(_) => exec(&self.conn, "ROLLBACK TO req")
+                    .and_then(|_| exec(&self.conn, "RELEASE req")),
             };
-            match committed {
-                Ok(committed) => {
-                    record_duration("write", started);
-                    self.publish(done, committed).await;
+            match outcome {
+                Ok((value, new_events, delta)) => {
+                    done.push(Done {
+                        reply,
+                        outcome: Ok((value, delta)),
+                        events: new_events.len(),
+                    });
+                    events.extend(new_events);
                 }
-                Err(cause) => {
-                    let _ = exec(&mut self.conn, "ROLLBACK").await;
-                    let failed = done.iter().filter(|d| d.outcome.is_ok()).count();
-                    tracing::error!(
-                        error = %cause,
-                        requests = failed,
-                        "write batch could not commit; each of its requests is answered `internal`"
-                    );
-                    for d in done {
-                        let res = match d.outcome {
-                            Ok(_) => Err(StoreError::CommitFailed(cause.clone())),
-                            Err(e) => Err(e),
-                        };
-                        let _ = d.reply.send(res);
-                    }
+                Err(e) => done.push(Done {
+                    reply,
+                    outcome: Err(e),
+                    events: 0,
+                }),
+            }
+            if let Err(e) = closed {
+                tx_lost = Some(e.to_string());
+                break;
+            }
+            if done.len() >= self.batch.max {
+                break;
+            }
+        }
+        let committed = match tx_lost {
+            Some(cause) => Err(cause),
+            None => self.append_and_commit(now, events),
+        };
+        match committed {
+            Ok(committed) => {
+                record_duration("write", started);
+                self.publish(done, committed);
+            }
+            Err(cause) => {
+                let _ = exec(&self.conn, "ROLLBACK");
+                let failed = done.iter().filter(|d| d.outcome.is_ok()).count();
+                tracing::error!(
+                    error = %cause,
+                    requests = failed,
+                    "write batch could not commit; each of its requests is answered `internal`"
+                );
+                for d in done {
+                    let res = match d.outcome {
+                        Ok(_) => Err(StoreError::CommitFailed(cause.clone())),
+                        Err(e) => Err(e),
+                    };
+                    let _ = d.reply.send(res);
                 }
             }
-        })
+        }
     }
 
-    /// Appends the batch's events (multi-row inserts) and commits.
-    async fn append_and_commit(
+    /// Appends the batch's events and commits.
+    fn append_and_commit(
         &mut self,
         now: Millis,
         events: Vec<NewEvent>,
     ) -> Result<Vec<CommittedEvent>, String> {
-        let committed = insert_events(&mut self.conn, now, events)
-            .await
-            .map_err(|e| e.to_string())?;
-        exec(&mut self.conn, "RELEASE req; COMMIT")
-            .await
-            .map_err(|e| e.to_string())?;
+        let committed = insert_events(&self.conn, now, events).map_err(|e| e.to_string())?;
+        exec(&self.conn, "COMMIT").map_err(|e| e.to_string())?;
         Ok(committed)
     }
 
     /// After a commit: counts and events to the log (after any events other
     /// processes committed before ours), then every request's answer.
-    async fn publish(&mut self, done: Vec<Done>, committed: Vec<CommittedEvent>) {
+    fn publish(&mut self, done: Vec<Done>, committed: Vec<CommittedEvent>) {
         let mut delta: CountDelta = Vec::new();
         for d in &done {
             if let Ok((_, dl)) = &d.outcome {
@@ -313,7 +284,7 @@ impl Writer {
         match committed.first().and_then(|e| self.log.gap_before(e.seq)) {
             Some(upto) => {
                 // the recount already includes this batch: no delta on top
-                self.catch_up(upto).await;
+                self.catch_up(upto);
                 self.log.committed(&[], &committed);
             }
             None => self.log.committed(&delta, &committed),
@@ -327,26 +298,37 @@ impl Writer {
         }
     }
 
-    /// Publishes events other processes committed up to `upto`, after a recount.
-    fn catch_up(&mut self, upto: i64) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            if upto <= self.log.published() {
-                return;
+    /// Publishes events other processes committed up to `upto`, after a
+    /// recount; both read on this thread's connection, so the future
+    /// [`CommitLog::catch_up`] returns never waits and is driven here.
+    fn catch_up(&mut self, upto: i64) {
+        if upto <= self.log.published() {
+            return;
+        }
+        let counts = match SqliteStore::count_tasks_on(&self.conn) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not recount tasks");
+                self.log.task_counts()
             }
-            let counts = match SqliteStore::count_tasks(&self.readers).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not recount tasks");
-                    self.log.task_counts()
-                }
-            };
-            let readers = self.readers.clone();
-            self.log
-                .catch_up(counts, upto, |after, upto| {
-                    let readers = readers.clone();
-                    async move { load_events_between(&readers, after, upto, 1000).await }
-                })
-                .await;
-        })
+        };
+        let conn = &self.conn;
+        let catching_up = self.log.catch_up(counts, upto, |after, upto| {
+            std::future::ready(load_events_between_on(conn, after, upto, 1000))
+        });
+        drive_ready(catching_up);
+    }
+}
+
+/// Polls a future whose every await is already ready to completion on this
+/// thread (no runtime needed: nothing it awaits ever pends).
+fn drive_ready<F: std::future::Future<Output = ()>>(fut: F) {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if fut.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
