@@ -87,6 +87,10 @@ pub struct EventsConfig {
     pub replay_reads: usize,
     /// Events per replay page.
     pub replay_page: i64,
+    /// Announcements committed while nobody announced (a platform owner's
+    /// fail-over, a restart) are sent when announcing resumes if younger
+    /// than this many seconds; older ones are counted as missed. 0: none.
+    pub announce_backlog_s: u64,
 }
 
 impl Default for EventsConfig {
@@ -97,6 +101,7 @@ impl Default for EventsConfig {
             prune_batch: 500,
             replay_reads: 2,
             replay_page: 512,
+            announce_backlog_s: 3600,
         }
     }
 }
@@ -203,6 +208,16 @@ pub struct DatabaseConfig {
     /// requests once it has one; 0 takes only what is already queued.
     #[serde(default = "default_batch_wait_us")]
     pub batch_wait_us: u64,
+    /// PostgreSQL: write batches this instance runs at once, each on its
+    /// own pooled connection (claims on different rows do not conflict);
+    /// their commits and publishing stay in `seq` order. At most half of
+    /// `pool_size` is used; SQLite has one writer.
+    #[serde(default = "default_writers")]
+    pub writers: usize,
+}
+
+fn default_writers() -> usize {
+    4
 }
 
 fn default_pool_size() -> u32 {

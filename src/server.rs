@@ -4,6 +4,7 @@
 use crate::bus::Bus;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::core::announce::AnnounceMark;
 use crate::core::{sweeper, Core};
 use crate::dispatch::{check_catalog, CatalogMismatch, Dispatcher};
 use crate::gateway::discord::announce::Announcer;
@@ -58,6 +59,7 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
     let batch = BatchPolicy {
         max: cfg.database.batch_max.max(1),
         wait: Duration::from_micros(cfg.database.batch_wait_us),
+        writers: cfg.database.writers.max(1),
     };
     let store = crate::store::open(
         &cfg.database.url,
@@ -227,6 +229,10 @@ fn prepare_twitch(
         Arc::new(cfg.twitch.clone()),
         shutdown.clone(),
         Duration::ZERO,
+        gateway::twitch::AnnounceResume {
+            fence: None,
+            backlog: Duration::from_secs(cfg.events.announce_backlog_s),
+        },
     )?)))
 }
 
@@ -273,7 +279,14 @@ fn start_discord(
                 dcfg.announce_burst,
                 Duration::from_secs(dcfg.announce_period_s),
             );
-            tasks.spawn(announcer.run(dispatch.core().bus.observe(), shutdown.clone()));
+            let core = dispatch.core();
+            let mark = AnnounceMark::new(core.store.clone(), "discord".into(), None);
+            tasks.spawn(announcer.run(
+                core.bus.observe(),
+                mark,
+                Duration::from_secs(cfg.events.announce_backlog_s),
+                shutdown.clone(),
+            ));
         }
     }
     Ok(Some(d))
@@ -466,8 +479,17 @@ async fn owned_twitch(dispatch: Arc<Dispatcher>, cfg: Arc<Config>, shutdown: Can
         } else {
             Duration::ZERO
         };
-        let started =
-            gateway::twitch::start(dispatch.clone(), twitch_cfg.clone(), owned.stop, quiet);
+        let resume = gateway::twitch::AnnounceResume {
+            fence: owned.fence,
+            backlog: Duration::from_secs(cfg.events.announce_backlog_s),
+        };
+        let started = gateway::twitch::start(
+            dispatch.clone(),
+            twitch_cfg.clone(),
+            owned.stop,
+            quiet,
+            resume,
+        );
         async move {
             match started {
                 Ok(run) => run.await,
@@ -488,7 +510,7 @@ async fn owned_discord_gateway(
 ) {
     let dcfg = cfg.discord.clone();
     crate::store::while_platform_owner(cfg.database.url.clone(), "discord", shutdown, |owned| {
-        let term = owned.stop;
+        let term = owned.stop.clone();
         let gateway =
             crate::gateway::discord::run_gateway(discord.clone(), dcfg.clone(), term.clone());
         let announcer = dcfg.announce_channel.filter(|c| *c != 0).map(|channel| {
@@ -499,7 +521,16 @@ async fn owned_discord_gateway(
                 dcfg.announce_burst,
                 Duration::from_secs(dcfg.announce_period_s),
             )
-            .run(dispatch.core().bus.observe(), term)
+            .run(
+                dispatch.core().bus.observe(),
+                AnnounceMark::new(
+                    dispatch.core().store.clone(),
+                    "discord".into(),
+                    owned.fence.clone(),
+                ),
+                Duration::from_secs(cfg.events.announce_backlog_s),
+                term,
+            )
         });
         async move {
             match announcer {

@@ -8,6 +8,7 @@ pub mod acks;
 pub mod agents;
 pub mod alerts;
 pub mod allocation;
+pub mod announce;
 pub mod command;
 pub mod error;
 pub mod events;

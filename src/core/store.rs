@@ -295,6 +295,21 @@ pub trait Store: ReasonCache + super::vectors::VectorStore + Send + Sync + 'stat
     /// How many events are stored and when the oldest was committed.
     async fn event_table(&self) -> Result<EventTable, StoreError>;
 
+    /// Where announcing stopped on `target` (a platform channel such as
+    /// `discord` or `twitch:#somechannel`): the `seq` of the last event
+    /// announced there, None when nothing was ever recorded.
+    async fn announce_mark(&self, target: &str) -> Result<Option<i64>, StoreError>;
+    /// Records that events up to `seq` were announced on `target` (the mark
+    /// never moves back). With a `fence` (a shared database) it is written
+    /// only while the fence's session still owns the platform; false when
+    /// it does not (ownership moved: stop announcing).
+    async fn set_announce_mark(
+        &self,
+        target: &str,
+        seq: i64,
+        fence: Option<&OwnerFence>,
+    ) -> Result<bool, StoreError>;
+
     /// What `agent`'s claims came to (with its latest completion durations).
     async fn run_tally(&self, agent: &str) -> Result<RunTally, StoreError>;
     /// [`Store::run_tally`] for every agent that ever claimed a task.
@@ -538,6 +553,19 @@ pub struct Pruned {
     pub removed: u64,
     /// Events at or below this `seq` are gone (after this step).
     pub pruned_to: i64,
+}
+
+/// Proof of owning a platform connection on a shared database: the
+/// database session that holds the platform's ownership lock. A write
+/// fenced by it lands only while that session still holds the lock, so an
+/// owner that lost ownership (its session ended) cannot write after the
+/// next owner read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerFence {
+    /// The platform owned (`discord`, `twitch`).
+    pub platform: String,
+    /// The backend's id of the session holding the lock.
+    pub session: i64,
 }
 
 /// The size of the event table.

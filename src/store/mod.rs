@@ -20,6 +20,9 @@ pub struct BatchPolicy {
     /// How long the writer keeps a batch open for more requests once it has
     /// the first one; zero takes only what is already queued.
     pub wait: Duration,
+    /// PostgreSQL: batches run at once, each on its own connection
+    /// (`database.writers`); SQLite always runs one.
+    pub writers: usize,
 }
 
 impl Default for BatchPolicy {
@@ -27,6 +30,7 @@ impl Default for BatchPolicy {
         BatchPolicy {
             max: 256,
             wait: Duration::from_micros(100),
+            writers: 4,
         }
     }
 }
@@ -99,6 +103,10 @@ pub struct PlatformOwnership {
     /// it) or held it before and lost it. Budgets kept per account (Twitch's
     /// lines per window) must then be taken as spent for one window.
     pub taken_over: bool,
+    /// On a shared database, the session holding ownership: writes that
+    /// must only land while this instance owns the platform (announcement
+    /// marks) are fenced by it. None on SQLite (one server per file).
+    pub fence: Option<crate::core::store::OwnerFence>,
 }
 
 /// Runs `term` while this instance owns `platform`'s connection (the
@@ -122,6 +130,7 @@ pub async fn while_platform_owner<F, Fut>(
             term(PlatformOwnership {
                 stop,
                 taken_over: false,
+                fence: None,
             })
             .await
         }

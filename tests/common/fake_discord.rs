@@ -227,6 +227,24 @@ impl FakeDiscord {
         }
     }
 
+    /// How often `text` occurs in the messages posted to `channel`.
+    pub fn posted_count(&self, channel: u64, text: &str) -> usize {
+        let path = format!("/channels/{channel}/messages");
+        self.matching(|r| r.method == "POST" && r.path == path)
+            .iter()
+            .map(|r| r.body.to_string().matches(text).count())
+            .sum()
+    }
+
+    /// Waits until a message posted to `channel` contains `text`.
+    pub async fn wait_posted(&self, channel: u64, text: &str) {
+        let path = format!("/channels/{channel}/messages");
+        self.wait_for(|r| {
+            r.method == "POST" && r.path == path && r.body.to_string().contains(text)
+        })
+        .await;
+    }
+
     /// Waits for the first request `pred` accepts.
     pub async fn wait_for(&self, pred: impl Fn(&Recorded) -> bool) -> Recorded {
         self.wait_for_n(1, pred).await.remove(0)

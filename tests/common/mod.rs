@@ -630,3 +630,23 @@ pub fn one_broadcast_per_caller(cfg: &mut Config) {
         },
     );
 }
+
+/// Waits (up to `WAIT`) until the announcer of `target` (`discord`,
+/// `twitch:#channel`) recorded every event committed so far as announced,
+/// so a test can kill or stop its server outside the one-line window in
+/// which a sent announcement is not recorded yet.
+pub async fn wait_announce_mark(core: &swarmbridge::core::Core, target: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let newest = core.store.max_seq().await.expect("newest seq");
+    loop {
+        let mark = core.store.announce_mark(target).await.expect("mark");
+        if mark.is_some_and(|m| m >= newest) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the announcement mark of {target} stayed at {mark:?}, below {newest}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -717,3 +717,77 @@ async fn slash_recommend_is_deferred_then_edited_with_the_strategic_advice() {
     let (_, v) = post_signed(&srv, &refused).await;
     assert!(v.to_string().contains("operator"), "{v}");
 }
+
+/// Adds a task with the `swarmbridge task add` CLI on `srv`'s database.
+fn task_add_from_cli(srv: &TestServer, title: &str) {
+    let out = std::process::Command::new(crate::common::child::BIN)
+        .args(["task", "add", title])
+        .env_remove("SWARMBRIDGE_CONFIG")
+        .env("SWARMBRIDGE_DATABASE_URL", &srv.cfg.database.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the CLI runs");
+    assert!(
+        out.status.success(),
+        "task add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn announcements_committed_while_the_server_was_down_are_posted_once_at_start() {
+    let fake = FakeDiscord::spawn().await;
+    let mut srv = gateway_server(&fake, |_| {}).await;
+    let mut op = srv.operator("boss").await;
+    op.create_task(json!({"title": "before the stop"})).await;
+    fake.wait_posted(ANNOUNCE_CHANNEL_ID, "before the stop")
+        .await;
+    wait_announce_mark(srv.core(), "discord").await;
+    drop(op);
+    srv.stop().await;
+
+    task_add_from_cli(&srv, "added while down");
+    srv.restart().await;
+    fake.wait_posted(ANNOUNCE_CHANNEL_ID, "added while down")
+        .await;
+    let mut op = srv.operator("boss2").await;
+    op.create_task(json!({"title": "after the restart"})).await;
+    fake.wait_posted(ANNOUNCE_CHANNEL_ID, "after the restart")
+        .await;
+    for title in ["before the stop", "added while down", "after the restart"] {
+        assert_eq!(
+            fake.posted_count(ANNOUNCE_CHANNEL_ID, title),
+            1,
+            "{title} must be announced exactly once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn announcements_older_than_the_backlog_bound_are_counted_not_posted_at_start() {
+    let fake = FakeDiscord::spawn().await;
+    let mut srv = gateway_server(&fake, |cfg| cfg.events.announce_backlog_s = 0).await;
+    let mut op = srv.operator("boss").await;
+    op.create_task(json!({"title": "before the stop"})).await;
+    fake.wait_posted(ANNOUNCE_CHANNEL_ID, "before the stop")
+        .await;
+    wait_announce_mark(srv.core(), "discord").await;
+    drop(op);
+    srv.stop().await;
+
+    task_add_from_cli(&srv, "added while down");
+    srv.restart().await;
+    let mut op = srv.operator("boss2").await;
+    op.create_task(json!({"title": "after the restart"})).await;
+    fake.wait_posted(ANNOUNCE_CHANNEL_ID, "after the restart")
+        .await;
+    assert_eq!(
+        fake.posted_count(ANNOUNCE_CHANNEL_ID, "added while down"),
+        0
+    );
+    assert_eq!(
+        fake.posted_count(ANNOUNCE_CHANNEL_ID, "1 more events were not announced"),
+        1,
+        "the skipped backlog is counted"
+    );
+}

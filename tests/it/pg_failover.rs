@@ -13,7 +13,9 @@ use crate::common::fake_discord::{self, FakeDiscord};
 use crate::common::fake_twitch::{exclusive, FakeTwitch};
 use crate::common::http_api::get;
 use crate::common::pg_cluster::OwnCluster;
-use crate::common::{pg_or_skip, test_config, Backend, Client, TestServer, WAIT};
+use crate::common::{
+    pg_or_skip, test_config, wait_announce_mark, Backend, Client, TestServer, WAIT,
+};
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -403,4 +405,130 @@ async fn the_twitch_line_budget_holds_across_a_hand_over() {
         );
     }
     drop(standby);
+}
+
+/// The announcement channel the Discord owners post to.
+const ANNOUNCE_CHANNEL: u64 = 800_000_000_000_000_011;
+
+/// How often `text` occurs in the bot's PRIVMSGs.
+fn said_count(fake: &FakeTwitch, text: &str) -> usize {
+    fake.said().iter().filter(|s| s.text.contains(text)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_while_no_instance_owns_twitch_are_announced_once_by_the_next_owner() {
+    if pg_or_skip("events_committed_while_no_instance_owns_twitch_are_announced_once").is_none() {
+        return;
+    }
+    let _one_twitch_client = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let first = TestServer::spawn_on(Backend::Postgres, |_| {}).await;
+    let mut env = twitch_settings(&fake);
+    env.push(("SWARMBRIDGE_TWITCH__ANNOUNCE__BATCH_MS", "100".into()));
+    let mut owner = ChildServer::spawn(&first.cfg.database.url, &env).await;
+    fake.wait_joined("somechannel").await;
+    let mut op = first.operator("boss").await;
+    op.create_task(json!({"title": "before the kill"})).await;
+    fake.wait_for("the owner's announcement", |f| {
+        said_count(f, "before the kill") > 0
+    })
+    .await;
+    wait_announce_mark(first.core(), "twitch:#somechannel").await;
+
+    owner.kill().await;
+    // committed while nobody owns the login
+    for i in 1..=3 {
+        op.create_task(json!({ "title": format!("in the gap {i}") }))
+            .await;
+    }
+    let addr = fake.addr();
+    let next = TestServer::spawn_peer(&first, |cfg| {
+        twitch_on(cfg, &addr);
+        cfg.twitch.announce.batch_ms = 100;
+    })
+    .await;
+    fake.wait_for("the gap announced by the next owner", |f| {
+        (1..=3).all(|i| said_count(f, &format!("in the gap {i}")) > 0)
+    })
+    .await;
+    op.create_task(json!({"title": "after the take-over"}))
+        .await;
+    fake.wait_for("the next owner's live announcement", |f| {
+        said_count(f, "after the take-over") > 0
+    })
+    .await;
+    for title in [
+        "before the kill",
+        "in the gap 1",
+        "in the gap 2",
+        "in the gap 3",
+        "after the take-over",
+    ] {
+        assert_eq!(
+            said_count(&fake, title),
+            1,
+            "{title} must be announced exactly once: {:#?}",
+            fake.said()
+        );
+    }
+    drop(next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_while_no_instance_holds_the_discord_gateway_are_announced_once_by_the_next(
+) {
+    if pg_or_skip("events_committed_while_no_instance_holds_the_discord_gateway").is_none() {
+        return;
+    }
+    let fake = FakeDiscord::spawn().await;
+    let first = TestServer::spawn_on(Backend::Postgres, |_| {}).await;
+    let mut env = discord_settings(&fake);
+    env.push((
+        "SWARMBRIDGE_DISCORD_ANNOUNCE_CHANNEL",
+        ANNOUNCE_CHANNEL.to_string(),
+    ));
+    env.push(("SWARMBRIDGE_DISCORD__ANNOUNCE_COALESCE_MS", "100".into()));
+    let mut owner = ChildServer::spawn(&first.cfg.database.url, &env).await;
+    fake.wait_ready_n(1, WAIT).await;
+    let mut op = first.operator("boss").await;
+    op.create_task(json!({"title": "before the kill"})).await;
+    fake.wait_posted(ANNOUNCE_CHANNEL, "before the kill").await;
+    wait_announce_mark(first.core(), "discord").await;
+
+    owner.kill().await;
+    for i in 1..=3 {
+        op.create_task(json!({ "title": format!("in the gap {i}") }))
+            .await;
+    }
+    let base = fake.base_url();
+    let next = TestServer::spawn_peer(&first, |cfg| {
+        cfg.discord.token = Some(fake_discord::BOT_TOKEN.into());
+        cfg.discord.api_base = Some(base);
+        cfg.discord.application_id = Some(fake_discord::APP_ID);
+        cfg.discord.announce_channel = Some(ANNOUNCE_CHANNEL);
+        cfg.discord.announce_coalesce_ms = 100;
+    })
+    .await;
+    for i in 1..=3 {
+        fake.wait_posted(ANNOUNCE_CHANNEL, &format!("in the gap {i}"))
+            .await;
+    }
+    op.create_task(json!({"title": "after the take-over"}))
+        .await;
+    fake.wait_posted(ANNOUNCE_CHANNEL, "after the take-over")
+        .await;
+    for title in [
+        "before the kill",
+        "in the gap 1",
+        "in the gap 2",
+        "in the gap 3",
+        "after the take-over",
+    ] {
+        assert_eq!(
+            fake.posted_count(ANNOUNCE_CHANNEL, title),
+            1,
+            "{title} must be announced exactly once"
+        );
+    }
+    drop(next);
 }

@@ -3,8 +3,14 @@
 //! one embed, and our own governor cap (`announce_burst` messages per
 //! `announce_period_s`) sits on top of serenity's per-route buckets, so a
 //! storm of events never turns into a storm of messages.
+//!
+//! Durable across restarts and fail-overs ([`crate::core::announce`]): the
+//! announcer starts from the channel's mark (events committed while nobody
+//! announced, within `events.announce_backlog_s`) and records the mark
+//! right after each message went out.
 
 use super::render;
+use crate::core::announce::{AnnounceFeed, AnnounceMark};
 use crate::core::events::CommittedEvent;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serenity::builder::CreateMessage;
@@ -50,9 +56,25 @@ impl Announcer {
         }
     }
 
-    /// Reads committed events from `rx` (subscribed before anything could
-    /// be missed) and posts them in coalesced batches.
-    pub async fn run(self, mut rx: broadcast::Receiver<CommittedEvent>, stop: CancellationToken) {
+    /// Posts the events committed since `mark` (at most `backlog` old),
+    /// then those read from `rx` (a fresh bus subscription), in coalesced
+    /// batches, recording the mark after each message. Stops at `stop`, or
+    /// when the mark can no longer be recorded because the platform's
+    /// ownership moved to another instance.
+    pub async fn run(
+        self,
+        rx: broadcast::Receiver<CommittedEvent>,
+        mark: AnnounceMark,
+        backlog: Duration,
+        stop: CancellationToken,
+    ) {
+        let after = mark.load().await;
+        let mut rx = AnnounceFeed::open(mark.store(), rx, after, backlog, render::announced).await;
+        // the last event read (announced or not) and the last mark recorded
+        let (mut seen, mut recorded) = (rx.top(), after.unwrap_or(rx.top()));
+        if after.is_none() && !mark.record(seen).await {
+            return;
+        }
         let mut pending: Vec<CommittedEvent> = Vec::new();
         let mut missed: u64 = 0;
         loop {
@@ -61,8 +83,14 @@ impl Announcer {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     r = rx.recv() => match r {
-                        Ok(ev) if render::announced(ev.kind) => pending.push(ev),
-                        Ok(_) => continue,
+                        Ok(ev) if render::announced(ev.kind) => {
+                            seen = seen.max(ev.seq);
+                            pending.push(ev);
+                        }
+                        Ok(ev) => {
+                            seen = seen.max(ev.seq);
+                            continue;
+                        }
                         Err(RecvError::Lagged(n)) => { missed += n; continue; }
                         Err(RecvError::Closed) => return,
                     },
@@ -75,8 +103,11 @@ impl Announcer {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep_until(deadline) => break,
                     r = rx.recv() => match r {
-                        Ok(ev) if render::announced(ev.kind) => pending.push(ev),
-                        Ok(_) => {}
+                        Ok(ev) if render::announced(ev.kind) => {
+                            seen = seen.max(ev.seq);
+                            pending.push(ev);
+                        }
+                        Ok(ev) => seen = seen.max(ev.seq),
                         Err(RecvError::Lagged(n)) => missed += n,
                         Err(RecvError::Closed) => break,
                     },
@@ -101,6 +132,13 @@ impl Announcer {
             }
             pending.clear();
             missed = 0;
+            // a failed post is not retried either way: move past it
+            if seen > recorded {
+                if !mark.record(seen).await {
+                    return;
+                }
+                recorded = seen;
+            }
         }
     }
 }

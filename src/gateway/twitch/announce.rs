@@ -3,13 +3,20 @@
 //! one line ("3 tasks done: #4 build, #5 test, #6 ship"), then queued on the
 //! outbound path, which throttles them and keeps them while the connection
 //! is down.
+//!
+//! Durable across restarts and fail-overs ([`crate::core::announce`]):
+//! each channel has a mark (`twitch:#channel`), recorded by the outbound
+//! sender once a line went out; the announcer starts with what was
+//! committed after the marks (within `events.announce_backlog_s`).
 
 use super::outbound::Outbound;
 use super::render;
 use crate::config::TwitchConfig;
+use crate::core::announce::{AnnounceFeed, AnnounceMark};
 use crate::core::events::{CommittedEvent, EventKind};
 use crate::core::Core;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -101,15 +108,58 @@ pub fn summarize(events: &[(EventKind, Value)], missed: u64, max: usize) -> Opti
     Some(render::chat_line(&parts.join(" · "), max))
 }
 
-/// Reads the bus until `stop`, batching and queueing announcements for
-/// every channel that wants them.
+/// The mark of each channel's announcements.
+pub fn marks(
+    core: &Core,
+    cfg: &TwitchConfig,
+    fence: Option<crate::core::store::OwnerFence>,
+) -> HashMap<String, AnnounceMark> {
+    cfg.channels
+        .0
+        .iter()
+        .map(|c| {
+            let target = format!("twitch:#{c}");
+            let mark = AnnounceMark::new(core.store.clone(), target, fence.clone());
+            (c.clone(), mark)
+        })
+        .collect()
+}
+
+/// Announces what was committed since each channel's mark (at most
+/// `backlog` old), then reads the bus until `stop`, batching and queueing
+/// announcements for every channel that wants them. Each line carries the
+/// newest `seq` it covers, for the sender to record as the channel's mark.
 pub async fn run_announcer(
     core: Arc<Core>,
     cfg: Arc<TwitchConfig>,
     outbound: Arc<Outbound>,
+    marks: HashMap<String, AnnounceMark>,
+    backlog: Duration,
     stop: CancellationToken,
 ) {
-    let mut rx = core.bus.observe();
+    let bus = core.bus.observe();
+    let mut after: HashMap<String, Option<i64>> = HashMap::new();
+    for (channel, mark) in &marks {
+        after.insert(channel.clone(), mark.load().await);
+    }
+    let oldest = after.values().flatten().min().copied();
+    let wanted = |k: EventKind| cfg.channels.0.iter().any(|c| cfg.announces(c, k.as_str()));
+    let mut rx = AnnounceFeed::open(core.store.as_ref(), bus, oldest, backlog, wanted).await;
+    // per channel, the events after this seq are its to announce
+    let mut start: HashMap<String, i64> = HashMap::new();
+    for (channel, mark) in &marks {
+        let from = match after.get(channel).copied().flatten() {
+            Some(m) => m,
+            None => {
+                // never announced here: start now, and say so for the next owner
+                if !mark.record(rx.top()).await {
+                    return;
+                }
+                rx.top()
+            }
+        };
+        start.insert(channel.clone(), from);
+    }
     let batch = Duration::from_millis(cfg.announce.batch_ms);
     loop {
         let mut events: Vec<CommittedEvent> = Vec::new();
@@ -134,15 +184,17 @@ pub async fn run_announcer(
                 },
             }
         }
-        let parsed: Vec<(EventKind, Value)> = events
+        let upto = events.iter().map(|e| e.seq).max();
+        let parsed: Vec<(i64, EventKind, Value)> = events
             .iter()
-            .filter_map(|e| Some((e.kind, serde_json::from_str::<Value>(&e.data).ok()?)))
+            .filter_map(|e| Some((e.seq, e.kind, serde_json::from_str::<Value>(&e.data).ok()?)))
             .collect();
         for channel in &cfg.channels.0 {
+            let from = start.get(channel).copied().unwrap_or(0);
             let wanted: Vec<(EventKind, Value)> = parsed
                 .iter()
-                .filter(|(k, _)| cfg.announces(channel, k.as_str()))
-                .cloned()
+                .filter(|(seq, k, _)| *seq > from && cfg.announces(channel, k.as_str()))
+                .map(|(_, k, v)| (*k, v.clone()))
                 .collect();
             let missed_here = if cfg.announces(channel, "task.completed") || !wanted.is_empty() {
                 missed
@@ -150,7 +202,7 @@ pub async fn run_announcer(
                 0
             };
             if let Some(line) = summarize(&wanted, missed_here, cfg.outbound.max_chars) {
-                outbound.push_announce(channel, line);
+                outbound.push_announce(channel, line, upto);
             }
         }
     }

@@ -69,16 +69,31 @@ pub fn describe(cfg: &TwitchConfig) -> String {
     )
 }
 
+/// How announcing resumes when the front door starts.
+#[derive(Debug, Clone, Default)]
+pub struct AnnounceResume {
+    /// Ownership of the Twitch login on a shared database, fencing the
+    /// channels' announcement marks; None when this server alone uses it.
+    pub fence: Option<crate::core::store::OwnerFence>,
+    /// Events committed while nobody announced are announced when younger
+    /// than this (`events.announce_backlog_s`).
+    pub backlog: Duration,
+}
+
 /// Prepares the front door (claiming the process's Twitch slot) and returns
 /// the task to spawn; it runs until `shutdown` and stops everything it started.
 /// Nothing is said in chat for the first `quiet` (lines queue meanwhile): a
 /// new owner of the login after a hand-over waits out the window whose
 /// budget the previous owner may have spent.
+///
+/// Announcements resume from each channel's mark (events at most
+/// `resume.backlog` old); marks are written fenced by `resume.fence`.
 pub fn start(
     dispatch: Arc<Dispatcher>,
     cfg: Arc<TwitchConfig>,
     shutdown: CancellationToken,
     quiet: Duration,
+    resume: AnnounceResume,
 ) -> Result<impl Future<Output = ()> + Send + 'static, TwitchError> {
     let stop = shutdown.child_token();
     let link = Link::new(
@@ -92,9 +107,9 @@ pub fn start(
     let guard = transport::install(link.clone())?;
     Ok(async move {
         if cfg.server.is_some() {
-            run::<PlainTransport>(dispatch, cfg, link, stop, quiet).await;
+            run::<PlainTransport>(dispatch, cfg, link, stop, quiet, resume).await;
         } else {
-            run::<TlsTransport>(dispatch, cfg, link, stop, quiet).await;
+            run::<TlsTransport>(dispatch, cfg, link, stop, quiet, resume).await;
         }
         drop(guard);
     })
@@ -148,6 +163,7 @@ async fn run<T: Transport>(
     link: Arc<Link>,
     stop: CancellationToken,
     quiet: Duration,
+    resume: AnnounceResume,
 ) {
     let core = dispatch.core().clone();
     let creds = cfg.credentials();
@@ -192,15 +208,18 @@ async fn run<T: Transport>(
     let mut tasks = JoinSet::new();
     if answering {
         let sink: Arc<dyn ChatSink> = Arc::new(IrcSink(client.clone()));
+        let marks = announce::marks(&core, &cfg, resume.fence);
         tasks.spawn(
             outbound
                 .clone()
-                .run_sender(sink, link.clone(), stop.clone()),
+                .run_sender(sink, link.clone(), marks.clone(), stop.clone()),
         );
         tasks.spawn(announce::run_announcer(
             core.clone(),
             cfg.clone(),
             outbound.clone(),
+            marks,
+            resume.backlog,
             stop.clone(),
         ));
     }

@@ -19,6 +19,7 @@
 use super::render;
 use super::transport::{window_quota, Link};
 use crate::config::TwitchOutboundConfig;
+use crate::core::announce::AnnounceMark;
 use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, RateLimiter};
@@ -66,6 +67,9 @@ struct Pending {
     at: Instant,
     /// Not sent before this (a coalescing reply waits for equal asks).
     ready_at: Instant,
+    /// An announcement: the newest event `seq` it covers, recorded as the
+    /// channel's announcement mark once the line went out.
+    upto: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +102,8 @@ pub struct OutboundStats {
 }
 
 enum Next {
-    Send(OutLine),
+    /// A line, and the event `seq` it announces up to.
+    Send(OutLine, Option<i64>),
     Wait(Option<Duration>),
 }
 
@@ -213,14 +218,17 @@ impl Outbound {
             text: body,
             at: now,
             ready_at: now + hold,
+            upto: None,
         });
         self.trim(&mut q);
         drop(q);
         self.wake.notify_one();
     }
 
-    /// Queues an announcement for `channel`.
-    pub fn push_announce(&self, channel: &str, text: String) {
+    /// Queues an announcement for `channel` covering events up to `upto`
+    /// (recorded as the channel's mark when it went out, see
+    /// [`Outbound::run_sender`]).
+    pub fn push_announce(&self, channel: &str, text: String, upto: Option<i64>) {
         let mut q = self.lock();
         q.items.push_back(Pending {
             channel: channel.to_string(),
@@ -231,6 +239,7 @@ impl Outbound {
             text,
             at: Instant::now(),
             ready_at: Instant::now(),
+            upto,
         });
         self.trim(&mut q);
         drop(q);
@@ -383,17 +392,20 @@ impl Outbound {
             }
             let ch = q.channels.entry(channel.clone()).or_default();
             ch.recent.push_back((now, text.clone()));
-            return Next::Send(OutLine {
-                channel,
-                reply_to: p.reply_to,
-                text,
-            });
+            return Next::Send(
+                OutLine {
+                    channel,
+                    reply_to: p.reply_to,
+                    text,
+                },
+                p.upto,
+            );
         }
         Next::Wait(wait)
     }
 
     /// Puts a line whose send failed back at the front, to go out as it is.
-    fn requeue(&self, line: OutLine) {
+    fn requeue(&self, line: OutLine, upto: Option<i64>) {
         let mut q = self.lock();
         if let Some(ch) = q.channels.get_mut(&line.channel) {
             if let Some(pos) = ch.recent.iter().rposition(|(_, t)| *t == line.text) {
@@ -409,15 +421,19 @@ impl Outbound {
             text: line.text,
             at: Instant::now(),
             ready_at: Instant::now(),
+            upto,
         });
     }
 
     /// Sends queued lines through `sink` while the link is up, within the
-    /// limits, until `stop`.
+    /// limits, until `stop`. After an announcement went out, its channel's
+    /// mark in `marks` is recorded (before the next line); when that is
+    /// refused (the Twitch login's ownership moved) the sender stops.
     pub async fn run_sender(
         self: Arc<Self>,
         sink: Arc<dyn ChatSink>,
         link: Arc<Link>,
+        marks: HashMap<String, AnnounceMark>,
         stop: CancellationToken,
     ) {
         let mut connected = link.watch_connected();
@@ -436,13 +452,19 @@ impl Outbound {
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.take_next(Instant::now(), link.epoch()) {
-                Next::Send(line) => match sink.send_line(&line).await {
+                Next::Send(line, upto) => match sink.send_line(&line).await {
                     Ok(()) => {
                         self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        let mark = upto.and_then(|seq| Some((marks.get(&line.channel)?, seq)));
+                        if let Some((mark, seq)) = mark {
+                            if !mark.record(seq).await {
+                                return;
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(platform = "twitch", channel = %line.channel, error = %e, "twitch: send failed; will retry");
-                        self.requeue(line);
+                        self.requeue(line, upto);
                         tokio::select! {
                             _ = stop.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -479,7 +501,7 @@ mod tests {
     fn drain(o: &Outbound) -> Vec<OutLine> {
         let due = Instant::now() + Duration::from_millis(o.cfg.coalesce_ms);
         let mut lines = Vec::new();
-        while let Next::Send(l) = o.take_next(due, 1) {
+        while let Next::Send(l, _) = o.take_next(due, 1) {
             lines.push(l);
         }
         lines
@@ -536,8 +558,8 @@ mod tests {
     fn the_same_text_is_not_sent_twice_within_the_window() {
         let o = out(20);
         o.set_joined("c", 1);
-        o.push_announce("c", "3 tasks done".into());
-        o.push_announce("c", "3 tasks done".into());
+        o.push_announce("c", "3 tasks done".into(), None);
+        o.push_announce("c", "3 tasks done".into(), None);
         o.push_reply("c", None, "m1", "a", "x".into());
         o.push_reply("c", None, "m2", "a", "x".into());
         let texts: Vec<String> = drain(&o).into_iter().map(|l| l.text).collect();
@@ -550,14 +572,14 @@ mod tests {
         o.set_joined("c", 1);
         let start = Instant::now();
         o.quiet_until(start + Duration::from_secs(30));
-        o.push_announce("c", "hello".into());
+        o.push_announce("c", "hello".into(), None);
         o.push_reply("c", None, "m1", "a", "x".into());
         assert!(matches!(
             o.take_next(start, 1),
             Next::Wait(Some(d)) if d == Duration::from_secs(30)
         ));
         let mut sent = 0;
-        while let Next::Send(_) = o.take_next(start + Duration::from_secs(30), 1) {
+        while let Next::Send(_, _) = o.take_next(start + Duration::from_secs(30), 1) {
             sent += 1;
         }
         assert_eq!(sent, 2);
@@ -566,7 +588,7 @@ mod tests {
     #[test]
     fn nothing_goes_to_a_channel_not_joined_on_this_connection() {
         let o = out(20);
-        o.push_announce("c", "hello".into());
+        o.push_announce("c", "hello".into(), None);
         assert!(drain(&o).is_empty());
         o.set_joined("c", 1);
         assert_eq!(drain(&o).len(), 1);
@@ -579,7 +601,7 @@ mod tests {
             ..TwitchOutboundConfig::default()
         });
         for i in 0..5 {
-            o.push_announce("c", format!("event {i}"));
+            o.push_announce("c", format!("event {i}"), None);
         }
         o.set_joined("c", 1);
         let texts: Vec<String> = drain(&o).into_iter().map(|l| l.text).collect();

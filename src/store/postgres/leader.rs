@@ -10,7 +10,7 @@
 //! owner checks in every [`RETRY`]), and to probe the peer with TCP
 //! keepalives, so ownership moves within `SILENCE + RETRY` then too.
 
-use crate::core::store::StoreError;
+use crate::core::store::{OwnerFence, StoreError};
 use crate::store::PlatformOwnership;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The advisory lock class (two-int key space) of platform ownership.
-const OWNER_LOCK: i32 = 0x5357_424f; // "SWBO"
+pub(super) const OWNER_LOCK: i32 = 0x5357_424f; // "SWBO"
 /// How often a waiting instance tries for the lock, and the owner checks
 /// that its connection (and so its lock) is still alive.
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -57,7 +57,7 @@ pub async fn while_owner<F, Fut>(
             _ = stop.cancelled() => return,
             c = acquire(&url, platform) => c,
         };
-        let mut conn = match conn {
+        let (mut conn, session) = match conn {
             Ok(Some(c)) => c,
             Ok(None) | Err(_) => {
                 contested = true;
@@ -80,6 +80,10 @@ pub async fn while_owner<F, Fut>(
         let running = term(PlatformOwnership {
             stop: term_token.clone(),
             taken_over: contested,
+            fence: Some(OwnerFence {
+                platform: platform.to_string(),
+                session,
+            }),
         });
         contested = true;
         tokio::pin!(running);
@@ -120,23 +124,25 @@ pub async fn while_owner<F, Fut>(
     }
 }
 
-/// A dedicated connection holding `platform`'s lock, or None when another
+/// A dedicated connection holding `platform`'s lock (with its session's
+/// pid, the fence of writes only the owner may make), or None when another
 /// instance holds it.
-async fn acquire(url: &str, platform: &str) -> Result<Option<PgConnection>, StoreError> {
+async fn acquire(url: &str, platform: &str) -> Result<Option<(PgConnection, i64)>, StoreError> {
     let mut conn = PgConnection::connect(url)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     if let Err(e) = sqlx::Executor::execute(&mut conn, OWNER_SESSION).await {
         tracing::debug!(platform, error = %e, "owner session settings refused; ownership moves on process death only");
     }
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-        .bind(OWNER_LOCK)
-        .bind(platform)
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let (got, session): (bool, i32) =
+        sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2)), pg_backend_pid()")
+            .bind(OWNER_LOCK)
+            .bind(platform)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     if got {
-        Ok(Some(conn))
+        Ok(Some((conn, i64::from(session))))
     } else {
         let _ = conn.close().await;
         Ok(None)

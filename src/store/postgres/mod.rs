@@ -10,6 +10,7 @@
 
 mod agents;
 mod allocation;
+mod announce;
 mod cache;
 mod events;
 mod insights;
@@ -33,9 +34,9 @@ use crate::core::polls::{Ballot, NewPoll, Poll};
 use crate::core::schedules::{FireOutcome, Firing, OccurrenceClaim, Schedule, ScheduleChange};
 use crate::core::search::{MessageHit, SearchHit, SearchQuery};
 use crate::core::store::{
-    counts_from_rows, BallotCheck, ClaimGuard, CommitLog, EventTable, MessageRecord, PollChange,
-    PollClosing, PollEvents, Pruned, SeqRange, Store, StoreError, StoredEvent, TaskChange,
-    TaskEvents, TaskExpiry,
+    counts_from_rows, BallotCheck, ClaimGuard, CommitLog, EventTable, MessageRecord, OwnerFence,
+    PollChange, PollClosing, PollEvents, Pruned, SeqRange, Store, StoreError, StoredEvent,
+    TaskChange, TaskEvents, TaskExpiry,
 };
 use crate::store::BatchPolicy;
 use async_trait::async_trait;
@@ -180,6 +181,12 @@ impl PgStore {
             .await?;
         let counts = Self::count_tasks(&pool).await?;
         let log = Arc::new(CommitLog::new(sink, published, counts));
+        // writers hold a connection each while their batch runs: leave at
+        // least half the pool to reads
+        let batch = BatchPolicy {
+            writers: batch.writers.clamp(1, (pool_size.max(2) / 2) as usize),
+            ..batch
+        };
         let writer = WriterHandle::start(pool.clone(), log.clone(), batch);
         let stop = CancellationToken::new();
         tokio::spawn(listen::run_listener(
@@ -415,6 +422,21 @@ impl Store for PgStore {
 
     async fn event_table(&self) -> Result<EventTable, StoreError> {
         self.event_table().await.map_err(classify)
+    }
+
+    async fn announce_mark(&self, target: &str) -> Result<Option<i64>, StoreError> {
+        self.announce_mark(target).await.map_err(classify)
+    }
+
+    async fn set_announce_mark(
+        &self,
+        target: &str,
+        seq: i64,
+        fence: Option<&OwnerFence>,
+    ) -> Result<bool, StoreError> {
+        self.set_announce_mark(target, seq, fence)
+            .await
+            .map_err(classify)
     }
 
     async fn run_tally(&self, agent: &str) -> Result<RunTally, StoreError> {

@@ -133,20 +133,42 @@ async fn save_task(
     Ok(())
 }
 
-/// Locks `agent`'s claims (until commit) and counts them: two statements,
-/// so the count is read after the lock is held and sees every claim
-/// another instance committed for this agent.
-async fn lock_and_count_claims(conn: &mut PgConnection, agent: &str) -> Result<i64, StoreError> {
+/// Locks `agent`'s claims until commit: taken before counting them, in a
+/// statement of its own, so the count (the next statement, with a newer
+/// snapshot) sees every claim another instance committed for this agent.
+async fn lock_claims(conn: &mut PgConnection, agent: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(AGENT_CLAIMS_LOCK)
         .bind(agent)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Locks `agent`'s claims (until commit) and counts them: two statements,
+/// so the count is read after the lock is held and sees every claim
+/// another instance committed for this agent.
+async fn lock_and_count_claims(conn: &mut PgConnection, agent: &str) -> Result<i64, StoreError> {
+    lock_claims(conn, agent).await?;
     Ok(
         sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE assignee = $1 AND state = 'claimed'")
             .bind(agent)
             .fetch_one(&mut *conn)
             .await?,
+    )
+}
+
+/// Claim-next in one round trip after the agent's lock: the claims the
+/// agent holds (`held`) and the best open task the capabilities (`$1`)
+/// cover, locked with `FOR UPDATE SKIP LOCKED` (its columns NULL when none).
+/// `$2` the agent, `$3` now.
+fn count_and_pick() -> String {
+    format!(
+        "SELECT c.held, t.* FROM \
+         (SELECT COUNT(*) AS held FROM tasks WHERE assignee = $2 AND state = 'claimed') c \
+         LEFT JOIN LATERAL (SELECT {TASK_COLS} FROM tasks WHERE state = 'open' \
+           AND requires <@ $1::text[] {OFFER_FREE} ORDER BY priority DESC, id \
+           LIMIT 1 FOR UPDATE SKIP LOCKED) t ON true"
     )
 }
 
@@ -257,20 +279,17 @@ impl PgStore {
         self.writer
             .write(move |conn, now| {
                 Box::pin(async move {
-                    guard.check(lock_and_count_claims(conn, &guard.agent).await?)?;
-                    let row = sqlx::query(&format!(
-                        "SELECT {TASK_COLS} FROM tasks WHERE state = 'open' \
-                         AND requires <@ $1::text[] {OFFER_FREE} ORDER BY priority DESC, id \
-                         LIMIT 1 FOR UPDATE SKIP LOCKED"
-                    ))
-                    .bind(&capabilities)
-                    .bind(&guard.agent)
-                    .bind(now)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    let Some(row) = row else {
+                    lock_claims(conn, &guard.agent).await?;
+                    let row = sqlx::query(&count_and_pick())
+                        .bind(&capabilities)
+                        .bind(&guard.agent)
+                        .bind(now)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    guard.check(row.try_get("held")?)?;
+                    if row.try_get::<Option<i64>, _>("id")?.is_none() {
                         return Ok((None, vec![], vec![]));
-                    };
+                    }
                     let task = task_from_row(&row)?;
                     let (task, events, delta) = apply_change(conn, task, None, now, claim).await?;
                     Ok((Some(task), events, delta))

@@ -1,17 +1,26 @@
-//! Group commit on PostgreSQL: one writer task per instance takes the
-//! queued write requests (up to `batch.max`, keeping the batch open up to
+//! Group commit on PostgreSQL: `database.writers` writer tasks per
+//! instance share one request queue. Each takes its share of the queued
+//! write requests (up to `batch.max`, keeping the batch open up to
 //! `batch.wait` for more), runs each under its own savepoint inside one
-//! transaction on a pooled connection, appends the batch's events, commits
-//! once, then publishes through the [`CommitLog`] and answers every request.
+//! transaction on its own pooled connection, then, in its **commit turn**,
+//! appends the batch's events, commits, publishes through the
+//! [`CommitLog`] and answers every request. Batches therefore run their
+//! statements concurrently (claims on different rows do not conflict: `FOR
+//! UPDATE SKIP LOCKED` passes over rows another batch holds), while commits
+//! and publishing happen one batch at a time.
 //!
 //! Across instances the ordering rule holds because event appends are
 //! serialised: a batch with events takes a transaction-level advisory lock
 //! ([`EVENT_LOCK`]) just before it numbers its events and keeps it until its
 //! commit. Every `seq` below a committed batch's first is therefore already
 //! committed, so `seq` order is commit order, and a reader that loads
-//! `(published, upto]` after learning of `upto` misses nothing. The batch
-//! sends `NOTIFY` with its `first last` seqs in the same transaction, so the
-//! other instances hear of it at its commit (see [`super::listen`]).
+//! `(published, upto]` after learning of `upto` misses nothing. Within an
+//! instance the commit turn (a mutex taken before the advisory lock and
+//! held until the batch's events are published) keeps the writers from
+//! publishing out of `seq` order: a batch numbers, commits and publishes
+//! before the next one of this instance numbers. The batch sends `NOTIFY`
+//! with its `first last` seqs in the same transaction, so the other
+//! instances hear of it at its commit (see [`super::listen`]).
 //!
 //! - A request the core's rules reject is rolled back to its savepoint and
 //!   answered with its own error; its neighbours commit.
@@ -31,7 +40,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 /// The advisory lock (bigint key space) that serialises event appends of
 /// every instance, held from numbering a batch's events to its commit.
@@ -49,6 +58,9 @@ type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
 
 /// How deep the request queue may get before callers wait for room.
 const QUEUE: usize = 8192;
+/// Fewest requests a writer leaves for the others when it splits the
+/// queue: below this, one batch takes them all.
+const MIN_SHARE: usize = 8;
 
 pub(super) enum Request {
     Write {
@@ -68,11 +80,24 @@ pub(super) struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Starts the writer task; it stops when the last handle is dropped.
+    /// Starts `batch.writers` writer tasks; they stop when the last handle
+    /// is dropped.
     pub(super) fn start(pool: PgPool, log: Arc<CommitLog>, batch: BatchPolicy) -> WriterHandle {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer { pool, log, batch };
-        tokio::spawn(writer.run(rx));
+        let shared = Arc::new(Shared {
+            rx: Mutex::new(rx),
+            turn: Mutex::new(()),
+            writers: batch.writers.max(1),
+        });
+        for _ in 0..shared.writers {
+            let writer = Writer {
+                pool: pool.clone(),
+                log: log.clone(),
+                batch,
+                shared: shared.clone(),
+            };
+            tokio::spawn(writer.run());
+        }
         WriterHandle { tx }
     }
 
@@ -139,10 +164,21 @@ fn exec<'c>(
     })
 }
 
+/// What the writers of one instance share.
+struct Shared {
+    /// The request queue; a writer holds it while it gathers a batch.
+    rx: Mutex<mpsc::Receiver<Request>>,
+    /// Held from taking the event lock to publishing: one batch of this
+    /// instance commits and publishes at a time, in `seq` order.
+    turn: Mutex<()>,
+    writers: usize,
+}
+
 struct Writer {
     pool: PgPool,
     log: Arc<CommitLog>,
     batch: BatchPolicy,
+    shared: Arc<Shared>,
 }
 
 /// One request of a batch after its work ran.
@@ -160,19 +196,34 @@ fn batch_error(e: sqlx::Error) -> StoreError {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    async fn run(mut self) {
         let mut batch: VecDeque<(Work, Reply)> = VecDeque::with_capacity(self.batch.max);
         let mut catch_ups = Vec::new();
-        while let Some(first) = rx.recv().await {
-            match first {
-                Request::Write { work, reply } => batch.push_back((work, reply)),
-                Request::CatchUp { upto, reply } => catch_ups.push((upto, reply)),
+        loop {
+            {
+                let shared = self.shared.clone();
+                let mut rx = shared.rx.lock().await;
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                match first {
+                    Request::Write { work, reply } => batch.push_back((work, reply)),
+                    Request::CatchUp { upto, reply } => catch_ups.push((upto, reply)),
+                }
+                // leave the others their share of what is queued now
+                let share = (rx.len() + 1)
+                    .div_ceil(self.shared.writers)
+                    .max(MIN_SHARE)
+                    .min(self.batch.max);
+                self.gather(&mut rx, &mut batch, &mut catch_ups, share)
+                    .await;
             }
-            self.gather(&mut rx, &mut batch, &mut catch_ups).await;
             while !batch.is_empty() {
                 self.run_batch(&mut batch).await;
             }
             if let Some(upto) = catch_ups.iter().map(|(u, _)| *u).max() {
+                let shared = self.shared.clone();
+                let _turn = shared.turn.lock().await;
                 self.catch_up(upto).await;
             }
             for (_, reply) in catch_ups.drain(..) {
@@ -183,20 +234,22 @@ impl Writer {
         }
     }
 
-    /// Takes what is queued, and keeps the batch open up to `batch.wait`
-    /// (yielding, so tasks about to write get to run) while more arrives.
+    /// Takes what is queued (up to `cap` writes), and keeps the batch open
+    /// up to `batch.wait` (yielding, so tasks about to write get to run)
+    /// while more arrives.
     fn gather<'a>(
         &'a self,
         rx: &'a mut mpsc::Receiver<Request>,
         batch: &'a mut VecDeque<(Work, Reply)>,
         catch_ups: &'a mut Vec<(i64, Option<oneshot::Sender<()>>)>,
+        cap: usize,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let deadline = Instant::now() + self.batch.wait;
             let mut quiet_rounds = 0;
-            while batch.len() < self.batch.max {
+            while batch.len() < cap {
                 let before = batch.len();
-                while batch.len() < self.batch.max {
+                while batch.len() < cap {
                     match rx.try_recv() {
                         Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
                         Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
@@ -285,6 +338,8 @@ impl Writer {
                     break;
                 }
             }
+            let shared = self.shared.clone();
+            let turn = shared.turn.lock().await;
             let committed = match tx_lost {
                 Some(err) => Err(err),
                 None => append_and_commit(&mut conn, now, events).await,
@@ -294,8 +349,10 @@ impl Writer {
                     drop(conn);
                     record_duration("write", started);
                     self.publish(done, committed).await;
+                    drop(turn);
                 }
                 Err(err) => {
+                    drop(turn);
                     if exec(&mut conn, "ROLLBACK").await.is_err() {
                         conn.close_on_drop();
                     }
@@ -335,7 +392,7 @@ impl Writer {
             match committed.first().map(|e| e.seq) {
                 Some(first) if first <= self.log.published() => {
                     // already published from the table by a catch-up (cannot
-                    // happen with one writer per log; kept as a guard)
+                    // happen while commits take the turn; kept as a guard)
                 }
                 Some(first) => match self.log.gap_before(first) {
                     Some(upto) => {

@@ -6,6 +6,7 @@
 
 mod agents;
 mod allocation;
+mod announce;
 mod cache;
 mod checkpoint;
 mod events;
@@ -29,9 +30,9 @@ use crate::core::polls::{Ballot, NewPoll, Poll};
 use crate::core::schedules::{FireOutcome, Firing, OccurrenceClaim, Schedule, ScheduleChange};
 use crate::core::search::{MessageHit, SearchHit, SearchQuery};
 use crate::core::store::{
-    counts_from_rows, BallotCheck, ClaimGuard, CommitLog, EventTable, MessageRecord, PollChange,
-    PollClosing, PollEvents, Pruned, SeqRange, Store, StoreError, StoredEvent, TaskChange,
-    TaskEvents, TaskExpiry,
+    counts_from_rows, BallotCheck, ClaimGuard, CommitLog, EventTable, MessageRecord, OwnerFence,
+    PollChange, PollClosing, PollEvents, Pruned, SeqRange, Store, StoreError, StoredEvent,
+    TaskChange, TaskEvents, TaskExpiry,
 };
 use crate::store::BatchPolicy;
 use async_trait::async_trait;
@@ -445,6 +446,20 @@ impl Store for SqliteStore {
 
     async fn event_table(&self) -> Result<EventTable, StoreError> {
         self.event_table().await
+    }
+
+    async fn announce_mark(&self, target: &str) -> Result<Option<i64>, StoreError> {
+        self.announce_mark(target).await
+    }
+
+    async fn set_announce_mark(
+        &self,
+        target: &str,
+        seq: i64,
+        _fence: Option<&OwnerFence>,
+    ) -> Result<bool, StoreError> {
+        // one server per file: it always owns its platforms
+        self.set_announce_mark(target, seq).await
     }
 
     async fn run_tally(&self, agent: &str) -> Result<RunTally, StoreError> {
