@@ -3,6 +3,7 @@
 
 use super::SqliteStore;
 use crate::core::store::StoreError;
+use rusqlite::params;
 
 impl SqliteStore {
     /// The `seq` last announced on `target`.
@@ -24,19 +25,13 @@ impl SqliteStore {
         let target = target.to_string();
         self.writer
             .write(move |conn, now| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO announce_marks (target, seq, at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (target) DO UPDATE SET seq = MAX(seq, excluded.seq), \
-                         at = excluded.at",
-                    )
-                    .bind(&target)
-                    .bind(seq)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok((true, vec![], vec![]))
-                })
+                conn.prepare_cached(
+                    "INSERT INTO announce_marks (target, seq, at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (target) DO UPDATE SET seq = MAX(seq, excluded.seq), \
+                     at = excluded.at",
+                )?
+                .execute(params![target, seq, now])?;
+                Ok((true, vec![], vec![]))
             })
             .await
     }
