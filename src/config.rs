@@ -87,6 +87,12 @@ pub struct EventsConfig {
     pub replay_reads: usize,
     /// Events per replay page.
     pub replay_page: i64,
+    /// Events committed within this many microseconds of the last fan-out
+    /// are fanned out together at the end of the window (one wake-up and
+    /// one socket write per busy connection, not one per event); 0 fans
+    /// each commit out at once. Adds at most this much delay, and only
+    /// under load.
+    pub fanout_window_us: u64,
 }
 
 impl Default for EventsConfig {
@@ -97,6 +103,7 @@ impl Default for EventsConfig {
             prune_batch: 500,
             replay_reads: 2,
             replay_page: 512,
+            fanout_window_us: 2000,
         }
     }
 }
