@@ -9,9 +9,11 @@
 use crate::core::events::{CommittedEvent, EventSink};
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::{broadcast, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// One event on its way to one connection.
@@ -82,8 +84,22 @@ pub struct Bus {
     connections: AtomicUsize,
     next_id: AtomicU64,
     observers: broadcast::Sender<CommittedEvent>,
+    pacer: Pacer,
     /// Fan-out counters.
     pub stats: BusStats,
+}
+
+/// Coalescing of fan-outs: while [`Bus::run_pacer`] runs, events published
+/// within `window` of the last fan-out wait for the end of that window and
+/// go out together, so a busy connection is woken, and writes to its socket,
+/// once per window instead of once per event. An event published after a
+/// quiet spell goes out at once; the delay added is at most `window`, and
+/// only when events come faster than one per window.
+struct Pacer {
+    window: Duration,
+    running: AtomicBool,
+    pending: Mutex<Vec<CommittedEvent>>,
+    wake: Notify,
 }
 
 impl Default for Bus {
@@ -101,15 +117,69 @@ const SLOW: CloseReason = CloseReason {
 };
 
 impl Bus {
-    /// An empty bus.
+    /// An empty bus that fans every event out as it is published.
     pub fn new() -> Self {
+        Bus::with_fanout_window(Duration::ZERO)
+    }
+
+    /// An empty bus that coalesces fan-outs within `window` while
+    /// [`Bus::run_pacer`] runs (a zero window never waits).
+    pub fn with_fanout_window(window: Duration) -> Self {
         let (observers, _) = broadcast::channel(OBSERVER_ROOM);
         Bus {
             agents: DashMap::new(),
             connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             observers,
+            pacer: Pacer {
+                window,
+                running: AtomicBool::new(false),
+                pending: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+            },
             stats: BusStats::default(),
+        }
+    }
+
+    /// Fans out published events, at most once per fan-out window, until
+    /// `shutdown`; then fans out what is still pending and lets `publish`
+    /// deliver directly again. Events keep their publish (`seq`) order: one
+    /// task drains one queue.
+    pub async fn run_pacer(self: Arc<Self>, shutdown: CancellationToken) {
+        let pacer = &self.pacer;
+        if pacer.window.is_zero() {
+            return;
+        }
+        pacer.running.store(true, Ordering::SeqCst);
+        let mut last = Instant::now() - pacer.window;
+        loop {
+            tokio::select! {
+                _ = pacer.wake.notified() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            let due = last + pacer.window;
+            if due > Instant::now() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            last = Instant::now();
+            self.fan_out_pending();
+        }
+        // Stop under the lock, so a publisher that waited for it delivers
+        // directly only after what was pending went out.
+        let mut pending = pacer.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pacer.running.store(false, Ordering::SeqCst);
+        let rest = std::mem::take(&mut *pending);
+        self.fan_out(&rest);
+    }
+
+    fn fan_out_pending(&self) {
+        let batch =
+            std::mem::take(&mut *self.pacer.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() {
+            self.fan_out(&batch);
         }
     }
 
@@ -246,6 +316,23 @@ impl Bus {
 
 impl EventSink for Bus {
     fn publish(&self, events: &[CommittedEvent]) {
+        if self.pacer.running.load(Ordering::SeqCst) {
+            let mut pending = self.pacer.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // re-checked under the lock: the pacer drains once more after it stops
+            if self.pacer.running.load(Ordering::SeqCst) {
+                pending.extend_from_slice(events);
+                drop(pending);
+                self.pacer.wake.notify_one();
+                return;
+            }
+        }
+        self.fan_out(events);
+    }
+}
+
+impl Bus {
+    /// Hands each event to its live recipients and the observers, in order.
+    fn fan_out(&self, events: &[CommittedEvent]) {
         for ev in events {
             self.stats.published.fetch_add(1, Ordering::Relaxed);
             let d = Delivery {
@@ -307,6 +394,36 @@ mod tests {
         assert!(!fast.cancel.is_cancelled());
         assert_eq!(fast.rx.try_recv().unwrap().seq, 1);
         assert_eq!(fast.rx.try_recv().unwrap().seq, 2);
+    }
+
+    #[tokio::test]
+    async fn a_pacer_coalesces_events_in_order_and_delivers_directly_once_stopped() {
+        let bus = Arc::new(Bus::with_fanout_window(Duration::from_millis(300)));
+        let mut a = bus.register("a", vec![], 64);
+        let shutdown = CancellationToken::new();
+        let pacer = tokio::spawn(bus.clone().run_pacer(shutdown.clone()));
+        while !bus.pacer.running.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        // the first event after a quiet spell goes out at once
+        bus.publish(&[ev(1, Audience::everyone())]);
+        let first = tokio::time::timeout(Duration::from_secs(5), a.rx.recv()).await;
+        assert_eq!(first.unwrap().unwrap().seq, 1);
+        // the next ones, within the window, wait for its end and come together
+        bus.publish(&[ev(2, Audience::everyone())]);
+        bus.publish(&[ev(3, Audience::everyone()), ev(4, Audience::everyone())]);
+        assert!(
+            a.rx.try_recv().is_err(),
+            "delivered before the window ended"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(5), a.rx.recv()).await;
+        assert_eq!(second.unwrap().unwrap().seq, 2);
+        assert_eq!(a.rx.try_recv().unwrap().seq, 3);
+        assert_eq!(a.rx.try_recv().unwrap().seq, 4);
+        shutdown.cancel();
+        pacer.await.unwrap();
+        bus.publish(&[ev(5, Audience::everyone())]);
+        assert_eq!(a.rx.try_recv().unwrap().seq, 5);
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub struct EventsConfig {
     /// fail-over, a restart) are sent when announcing resumes if younger
     /// than this many seconds; older ones are counted as missed. 0: none.
     pub announce_backlog_s: u64,
+    /// Events committed within this many microseconds of the last fan-out
+    /// are fanned out together at the end of the window (one wake-up and
+    /// one socket write per busy connection, not one per event); 0 fans
+    /// each commit out at once. Adds at most this much delay, and only
+    /// under load.
+    pub fanout_window_us: u64,
 }
 
 impl Default for EventsConfig {
@@ -102,6 +108,7 @@ impl Default for EventsConfig {
             replay_reads: 2,
             replay_page: 512,
             announce_backlog_s: 3600,
+            fanout_window_us: 2000,
         }
     }
 }

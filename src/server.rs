@@ -395,10 +395,14 @@ fn spawn_http(
 /// Binds the listener and starts everything; returns once it is listening.
 pub async fn start(cfg: Config) -> Result<Running, ServerError> {
     let cfg = Arc::new(cfg);
-    let core = open_core(&cfg, Arc::new(Bus::new())).await?;
+    let bus = Arc::new(Bus::with_fanout_window(Duration::from_micros(
+        cfg.events.fanout_window_us,
+    )));
+    let core = open_core(&cfg, bus.clone()).await?;
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     let mut tasks = JoinSet::new();
+    tasks.spawn(bus.run_pacer(shutdown.clone()));
     let rate_limits = Arc::new(RateLimits::new(&cfg.limits));
     let auth_failures = Arc::new(AuthFailures::new(cfg.server.auth_failures));
     let dispatch = Dispatcher::new(core.clone(), rate_limits.clone());

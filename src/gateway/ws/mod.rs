@@ -14,6 +14,13 @@ use axum::response::Response;
 /// oversized frame gets a `payload_too_large` error rather than a dropped socket.
 const OVERSIZE_SLACK: usize = 1 << 20;
 
+/// Bytes of frames the socket buffers before it writes them out, short of a
+/// flush. Each batch of events ends with one flush, so a batch goes out in
+/// one `send` instead of one per frame (with 0, every frame was its own
+/// system call and its own TCP segment, on both ends of the connection).
+/// Small enough that the buffer a busy connection keeps stays small.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// `GET /ws`: upgrades and serves one agent session.
 pub async fn upgrade(
     State(app): State<AppState>,
@@ -25,6 +32,6 @@ pub async fn upgrade(
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| sessions.track_future(session::run(socket, app, peer)))
 }
