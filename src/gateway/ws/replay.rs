@@ -19,6 +19,11 @@ use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// First wait before a failed replay read is tried again; it doubles up to
+/// [`RETRY_LAST`] (about 1.5 s in all), then the error ends the session.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_LAST: std::time::Duration = std::time::Duration::from_millis(800);
+
 /// One connection's replay in progress.
 pub(super) struct ReplayStream {
     core: Arc<Core>,
@@ -78,7 +83,20 @@ impl ReplayStream {
                         .acquire_owned()
                         .await
                         .map_err(|_| CoreError::Internal("replay reads closed".into()))?;
-                    core.replay_page(&agent, &caps, after, limit).await
+                    // A read that finds the database briefly gone (a pooled
+                    // connection that died with a restart of PostgreSQL) is
+                    // tried again on a fresh one before the session gives up.
+                    let mut backoff = RETRY_FIRST;
+                    loop {
+                        match core.replay_page(&agent, &caps, after, limit).await {
+                            Err(e) if e.code() == "unavailable" && backoff <= RETRY_LAST => {
+                                tracing::warn!(error = %e, "replay read failed; trying again");
+                                tokio::time::sleep(backoff).await;
+                                backoff *= 2;
+                            }
+                            page => return page,
+                        }
+                    }
                 }))
             }
         };
