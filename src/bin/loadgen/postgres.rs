@@ -357,6 +357,17 @@ async fn step(
     Ok(exactly_once)
 }
 
+/// Connects `token`'s agent with nothing to replay: the claims phase left
+/// tens of thousands of task events behind, and reading them first would
+/// measure replay, not latency. The first `hello` learns the newest `seq`
+/// from the welcome; the second resumes from it.
+async fn hello_at_head(addr: std::net::SocketAddr, token: &str) -> anyhow::Result<Ws> {
+    let (probe, welcome) = hello(addr, token, None).await?;
+    drop(probe);
+    let head = welcome["seq"].as_u64().unwrap_or(0);
+    Ok(hello(addr, token, Some(head)).await?.0)
+}
+
 /// `messages` direct messages from `tx` (on `from`) to `rx` (on `to`), one
 /// after the other; returns the figure and detail cells.
 async fn cross_instance_latency(
@@ -366,8 +377,9 @@ async fn cross_instance_latency(
     rx: &str,
     messages: usize,
 ) -> anyhow::Result<(String, String)> {
-    let (mut sender, _) = hello(from, tx, None).await?;
-    let (mut receiver, _) = hello(to, rx, None).await?;
+    let sender = hello_at_head(from, tx).await?;
+    let receiver = hello_at_head(to, rx).await?;
+    let (mut sender, mut receiver) = (sender, receiver);
     let mut samples = Samples::default();
     for i in 0..messages {
         let text = format!("latency probe {i}");
