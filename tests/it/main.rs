@@ -28,6 +28,8 @@ mod reason;
 mod reason_surfaces;
 mod schedules;
 mod search;
+mod search_quality;
+mod semantic;
 mod secrets;
 mod smoke;
 mod storage;
