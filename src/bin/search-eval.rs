@@ -259,7 +259,10 @@ fn semantic_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow::
 /// is the corpus's documents, then the queries.
 fn quantised(vectors: &[&Vec<f32>]) -> anyhow::Result<Vec<u8>> {
     let dims = vectors.first().map_or(0, |v| v.len());
-    ensure!(vectors.iter().all(|v| v.len() == dims), "vectors of mixed lengths");
+    ensure!(
+        vectors.iter().all(|v| v.len() == dims),
+        "vectors of mixed lengths"
+    );
     let mut out = b"SBV1".to_vec();
     out.extend(u32::try_from(dims)?.to_le_bytes());
     out.extend(u32::try_from(vectors.len())?.to_le_bytes());
@@ -267,7 +270,10 @@ fn quantised(vectors: &[&Vec<f32>]) -> anyhow::Result<Vec<u8>> {
         let max = v.iter().fold(0.0_f32, |m, x| m.max(x.abs()));
         let scale = if max == 0.0 { 1.0 } else { max / 127.0 };
         out.extend(scale.to_le_bytes());
-        out.extend(v.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8 as u8));
+        out.extend(
+            v.iter()
+                .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8 as u8),
+        );
     }
     Ok(out)
 }
@@ -413,9 +419,11 @@ async fn text_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow
     }
     let limit = RRF_DEPTH.to_string();
     let search = |q: &str| {
-        let request = http
-            .get(api("/api/search"))
-            .query(&[("q", q), ("limit", limit.as_str()), ("mode", "text")]);
+        let request = http.get(api("/api/search")).query(&[
+            ("q", q),
+            ("limit", limit.as_str()),
+            ("mode", "text"),
+        ]);
         call(request, &token)
     };
     let ranked_ids = |reply: &Value| -> Vec<String> {

@@ -296,10 +296,7 @@ impl Core {
                     Err(SemanticFailure::Backend(why)) => {
                         let mut text = text;
                         text.truncate(limit as usize);
-                        Ok(results(
-                            text,
-                            Some(format!("text results only: {why}")),
-                        ))
+                        Ok(results(text, Some(format!("text results only: {why}"))))
                     }
                     Err(SemanticFailure::Other(e)) => Err(e),
                 }
@@ -373,7 +370,15 @@ impl Core {
             .await
             .map_err(|e| SemanticFailure::Other(e.into()))?
             .into_iter()
-            .map(|h| (ItemRef { kind: h.kind, id: h.id }, h))
+            .map(|h| {
+                (
+                    ItemRef {
+                        kind: h.kind,
+                        id: h.id,
+                    },
+                    h,
+                )
+            })
             .collect();
         Ok(near
             .into_iter()
@@ -392,7 +397,10 @@ impl Core {
 /// both keeps the text snippet (its matched words are marked).
 fn fuse(text: Vec<SearchHit>, semantic: Vec<SearchHit>, limit: i64) -> Vec<SearchHit> {
     use crate::embed::rank::{reciprocal_rank_fusion, RRF_DEPTH, RRF_K};
-    let key = |h: &SearchHit| ItemRef { kind: h.kind, id: h.id };
+    let key = |h: &SearchHit| ItemRef {
+        kind: h.kind,
+        id: h.id,
+    };
     let text_keys: Vec<ItemRef> = text.iter().map(key).collect();
     let semantic_keys: Vec<ItemRef> = semantic.iter().map(key).collect();
     let fused = reciprocal_rank_fusion(&[&text_keys, &semantic_keys], RRF_K, RRF_DEPTH);

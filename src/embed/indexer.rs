@@ -303,12 +303,7 @@ impl Indexer {
     }
 
     async fn refresh_backlog(&self) {
-        match self
-            .core
-            .store
-            .vector_backlog(self.embedder.model())
-            .await
-        {
+        match self.core.store.vector_backlog(self.embedder.model()).await {
             Ok(b) => self.core.indexer.backlog(b.indexed, b.missing),
             Err(e) => tracing::warn!(error = %e, "indexer: cannot count the backlog"),
         }
@@ -355,10 +350,7 @@ pub async fn run_indexer(core: Arc<Core>, batch_size: usize, stop: CancellationT
     };
     core.indexer.running.store(true, Ordering::Relaxed);
     core.indexer.bump();
-    tracing::info!(
-        model = indexer.embedder.model(),
-        "search indexer started"
-    );
+    tracing::info!(model = indexer.embedder.model(), "search indexer started");
     let mut backoff: Option<Duration> = None;
     loop {
         let outcome = indexer.pass(&stop).await;

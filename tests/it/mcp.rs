@@ -552,5 +552,8 @@ async fn the_mcp_search_tool_takes_a_mode_and_answers_semantic_results() {
     .await;
     assert_eq!(v["result"]["isError"], false, "{v}");
     let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
-    assert!(text.contains("Nightly backup failed") && text.contains("semantic"), "{v}");
+    assert!(
+        text.contains("Nightly backup failed") && text.contains("semantic"),
+        "{v}"
+    );
 }

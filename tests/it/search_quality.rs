@@ -17,9 +17,21 @@ const EVAL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/search-eval");
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Doc {
-    Task { id: String, title: String, body: String },
-    Message { id: String, to: String, text: String },
-    Broadcast { id: String, topic: String, text: String },
+    Task {
+        id: String,
+        title: String,
+        body: String,
+    },
+    Message {
+        id: String,
+        to: String,
+        text: String,
+    },
+    Broadcast {
+        id: String,
+        topic: String,
+        text: String,
+    },
 }
 
 impl Doc {
@@ -83,7 +95,11 @@ async fn hybrid_recall_at_10_is_not_below_text_recall_on_the_evaluation_set() {
     let corpus: Vec<Doc> = read_jsonl("corpus.jsonl");
     let queries: Vec<Query> = read_jsonl("queries.jsonl");
     let (dims, vectors) = fixture_vectors();
-    assert_eq!(vectors.len(), corpus.len() + queries.len(), "fixture is stale");
+    assert_eq!(
+        vectors.len(),
+        corpus.len() + queries.len(),
+        "fixture is stale"
+    );
     let fake = FakeEmbeddings::spawn(dims).await;
     let texts = corpus
         .iter()
@@ -122,7 +138,8 @@ async fn hybrid_recall_at_10_is_not_below_text_recall_on_the_evaluation_set() {
                 doc_of.insert(("task".into(), t["id"].as_i64().unwrap()), id.clone());
             }
             Doc::Message { id, to, text } => {
-                op.ok(json!({"type":"msg.send","to":to,"text":text}), "ok").await;
+                op.ok(json!({"type":"msg.send","to":to,"text":text}), "ok")
+                    .await;
                 message_seq += 1;
                 doc_of.insert(("message".into(), message_seq), id.clone());
             }
@@ -147,7 +164,10 @@ async fn hybrid_recall_at_10_is_not_below_text_recall_on_the_evaluation_set() {
     for mode in ["text", "semantic", "hybrid"] {
         for q in &queries {
             let r = op
-                .ok(json!({"type":"search","query":q.query,"mode":mode,"limit":10}), "results")
+                .ok(
+                    json!({"type":"search","query":q.query,"mode":mode,"limit":10}),
+                    "results",
+                )
                 .await;
             assert_eq!(r["degraded"], false, "{r}");
             let ids = r["results"]

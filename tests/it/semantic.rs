@@ -62,10 +62,16 @@ async fn the_indexer_embeds_tasks_messages_and_broadcasts_after_commit_and_resul
     let t = a
         .create_task(json!({"title":"Rotate certificates","body":"the edge certs expire friday"}))
         .await;
-    a.ok(json!({"type":"msg.send","to":"b","text":"staging disk is full"}), "ok")
-        .await;
-    a.ok(json!({"type":"broadcast","text":"deploy freeze tonight"}), "ok")
-        .await;
+    a.ok(
+        json!({"type":"msg.send","to":"b","text":"staging disk is full"}),
+        "ok",
+    )
+    .await;
+    a.ok(
+        json!({"type":"broadcast","text":"deploy freeze tonight"}),
+        "ok",
+    )
+    .await;
     indexed(&srv, 3).await;
     let sent: Vec<String> = fake.requests().into_iter().flat_map(|r| r.inputs).collect();
     for text in [
@@ -73,13 +79,20 @@ async fn the_indexer_embeds_tasks_messages_and_broadcasts_after_commit_and_resul
         "staging disk is full",
         "deploy freeze tonight",
     ] {
-        assert!(sent.iter().any(|s| s == text), "{text:?} not embedded: {sent:?}");
+        assert!(
+            sent.iter().any(|s| s == text),
+            "{text:?} not embedded: {sent:?}"
+        );
     }
     // a result changes the task's text: it is embedded again
     let id = t["id"].as_i64().unwrap();
-    a.ok(json!({"type":"task.claim","task_id":id}), "task").await;
-    a.ok(json!({"type":"task.complete","task_id":id,"result":"renewed via acme"}), "task")
+    a.ok(json!({"type":"task.claim","task_id":id}), "task")
         .await;
+    a.ok(
+        json!({"type":"task.complete","task_id":id,"result":"renewed via acme"}),
+        "task",
+    )
+    .await;
     indexed(&srv, 4).await;
     let sent: Vec<String> = fake.requests().into_iter().flat_map(|r| r.inputs).collect();
     assert!(
@@ -98,7 +111,11 @@ async fn the_indexer_embeds_tasks_messages_and_broadcasts_after_commit_and_resul
     }
     let (status, dash) = http_api::get(&srv.http_url(), "/dashboard/snapshot", None).await;
     assert_eq!(status, 200, "{dash}");
-    assert_eq!(dash["search_index"]["backlog"], 0, "{}", dash["search_index"]);
+    assert_eq!(
+        dash["search_index"]["backlog"], 0,
+        "{}",
+        dash["search_index"]
+    );
     assert!(dash["search_index"]["running"].as_bool().unwrap());
 }
 
@@ -110,13 +127,18 @@ async fn metrics_text(srv: &TestServer) -> (u16, String) {
 #[tokio::test]
 async fn semantic_search_finds_a_paraphrase_that_text_search_cannot() {
     let fake = FakeEmbeddings::spawn(DIMS).await;
-    fake.serve("Session expiry bug in auth service\nusers are logged out", axis(3, 0.1))
-        .serve("Write the release notes\nfor version 2", axis(7, 0.0))
-        .serve("who fixed the login timeout?", axis(3, 0.0));
+    fake.serve(
+        "Session expiry bug in auth service\nusers are logged out",
+        axis(3, 0.1),
+    )
+    .serve("Write the release notes\nfor version 2", axis(7, 0.0))
+    .serve("who fixed the login timeout?", axis(3, 0.0));
     let srv = semantic_server(&fake).await;
     let mut a = srv.agent("a", &[]).await;
     let want = a
-        .create_task(json!({"title":"Session expiry bug in auth service","body":"users are logged out"}))
+        .create_task(
+            json!({"title":"Session expiry bug in auth service","body":"users are logged out"}),
+        )
         .await;
     a.create_task(json!({"title":"Write the release notes","body":"for version 2"}))
         .await;
@@ -129,11 +151,18 @@ async fn semantic_search_finds_a_paraphrase_that_text_search_cannot() {
     assert_eq!(sem["mode"], "semantic");
     assert_eq!(sem["degraded"], false);
     assert_eq!(ids(&sem, "task")[0], want["id"].as_i64().unwrap(), "{sem}");
-    assert_eq!(sem["results"][0]["title"], "Session expiry bug in auth service");
+    assert_eq!(
+        sem["results"][0]["title"],
+        "Session expiry bug in auth service"
+    );
     // the default with embeddings configured is hybrid
     let hybrid = search(&mut a, json!({"query": q})).await;
     assert_eq!(hybrid["mode"], "hybrid");
-    assert_eq!(ids(&hybrid, "task")[0], want["id"].as_i64().unwrap(), "{hybrid}");
+    assert_eq!(
+        ids(&hybrid, "task")[0],
+        want["id"].as_i64().unwrap(),
+        "{hybrid}"
+    );
 }
 
 #[tokio::test]
@@ -150,21 +179,36 @@ async fn hybrid_falls_back_to_text_saying_so_and_semantic_is_unavailable_when_th
     let r = search(&mut a, json!({"query":"linker","mode":"hybrid"})).await;
     assert_eq!(r["degraded"], true, "{r}");
     assert!(
-        r["degraded_reason"].as_str().unwrap().contains("embeddings backend"),
+        r["degraded_reason"]
+            .as_str()
+            .unwrap()
+            .contains("embeddings backend"),
         "{r}"
     );
     assert_eq!(ids(&r, "task"), vec![t["id"].as_i64().unwrap()], "{r}");
     let e = a
-        .err(json!({"type":"search","query":"linker","mode":"semantic"}), "unavailable")
+        .err(
+            json!({"type":"search","query":"linker","mode":"semantic"}),
+            "unavailable",
+        )
         .await;
-    assert!(e["message"].as_str().unwrap().contains("embeddings backend"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("embeddings backend"),
+        "{e}"
+    );
     // new items wait in the backlog while the backend is down, then are indexed
     a.create_task(json!({"title":"Second","body":"queued while down"}))
         .await;
     let stats = &srv.core().indexer;
-    tokio::time::timeout(WAIT, stats.wait_until(|s| s.errors_total > 0 && s.backlog >= 1))
-        .await
-        .unwrap_or_else(|_| panic!("no backoff seen: {:?}", stats.snapshot()));
+    tokio::time::timeout(
+        WAIT,
+        stats.wait_until(|s| s.errors_total > 0 && s.backlog >= 1),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no backoff seen: {:?}", stats.snapshot()));
     fake.set_down(false);
     indexed(&srv, 2).await;
     a.assert_alive().await;
@@ -180,9 +224,18 @@ async fn without_embeddings_the_default_is_text_and_semantic_says_how_to_configu
     assert_eq!(r["mode"], "text");
     assert_eq!(r["degraded"], false);
     let e = a
-        .err(json!({"type":"search","query":"linker","mode":"semantic"}), "unavailable")
+        .err(
+            json!({"type":"search","query":"linker","mode":"semantic"}),
+            "unavailable",
+        )
         .await;
-    assert!(e["message"].as_str().unwrap().contains("embeddings.backend"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("embeddings.backend"),
+        "{e}"
+    );
     let h = search(&mut a, json!({"query":"linker","mode":"hybrid"})).await;
     assert_eq!(h["degraded"], true, "{h}");
     assert_eq!(h["results"].as_array().unwrap().len(), 1, "{h}");
@@ -195,15 +248,24 @@ async fn bad_modes_and_empty_or_oversized_queries_get_bad_request_in_every_mode(
     let srv = semantic_server(&fake).await;
     let mut a = srv.agent("a", &[]).await;
     let e = a
-        .err(json!({"type":"search","query":"x","mode":"vector"}), "bad_request")
+        .err(
+            json!({"type":"search","query":"x","mode":"vector"}),
+            "bad_request",
+        )
         .await;
     assert!(e["message"].as_str().unwrap().contains("mode"), "{e}");
     for mode in ["text", "semantic", "hybrid"] {
-        a.err(json!({"type":"search","query":"  ","mode":mode}), "bad_request")
-            .await;
+        a.err(
+            json!({"type":"search","query":"  ","mode":mode}),
+            "bad_request",
+        )
+        .await;
         let long = "word ".repeat(200);
         let e = a
-            .err(json!({"type":"search","query":long,"mode":mode}), "bad_request")
+            .err(
+                json!({"type":"search","query":long,"mode":mode}),
+                "bad_request",
+            )
             .await;
         assert!(e["message"].as_str().unwrap().contains("500"), "{e}");
     }
@@ -217,7 +279,10 @@ async fn a_backend_answering_the_wrong_dimensions_is_refused_naming_model_and_di
     let mut a = srv.agent("a", &[]).await;
     fake.then(EmbedReply::WrongLength(8));
     let e = a
-        .err(json!({"type":"search","query":"anything","mode":"semantic"}), "unavailable")
+        .err(
+            json!({"type":"search","query":"anything","mode":"semantic"}),
+            "unavailable",
+        )
         .await;
     let msg = e["message"].as_str().unwrap();
     assert!(
@@ -236,14 +301,29 @@ async fn semantic_search_shows_a_direct_message_only_to_its_parties() {
     let mut b = srv.agent("b", &[]).await;
     let mut c = srv.agent("c", &[]).await;
     let mut op = srv.operator("op").await;
-    a.ok(json!({"type":"msg.send","to":"b","text":"the vault password rotates monday"}), "ok")
-        .await;
+    a.ok(
+        json!({"type":"msg.send","to":"b","text":"the vault password rotates monday"}),
+        "ok",
+    )
+    .await;
     indexed(&srv, 1).await;
     for mode in ["semantic", "hybrid"] {
         let q = json!({"query":"when do secrets change","mode":mode});
-        assert_eq!(ids(&search(&mut a, q.clone()).await, "message").len(), 1, "{mode}");
-        assert_eq!(ids(&search(&mut b, q.clone()).await, "message").len(), 1, "{mode}");
-        assert_eq!(ids(&search(&mut op, q.clone()).await, "message").len(), 1, "{mode}");
+        assert_eq!(
+            ids(&search(&mut a, q.clone()).await, "message").len(),
+            1,
+            "{mode}"
+        );
+        assert_eq!(
+            ids(&search(&mut b, q.clone()).await, "message").len(),
+            1,
+            "{mode}"
+        );
+        assert_eq!(
+            ids(&search(&mut op, q.clone()).await, "message").len(),
+            1,
+            "{mode}"
+        );
         let r = search(&mut c, q).await;
         assert!(ids(&r, "message").is_empty(), "{mode}: {r}");
     }
@@ -271,7 +351,13 @@ async fn ai_semantic_search_answers_over_http_and_api_search_takes_a_mode() {
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["mode"], "semantic");
     assert_eq!(r["results"][0]["title"], "Disk pressure on db-2", "{r}");
-    let (s, r) = http_api::post(&base, "/ai/semantic-search", Some(&token), json!({"query":""})).await;
+    let (s, r) = http_api::post(
+        &base,
+        "/ai/semantic-search",
+        Some(&token),
+        json!({"query":""}),
+    )
+    .await;
     assert_eq!(s, 400, "{r}");
     let (s, r) = http_api::get(
         &base,
@@ -285,7 +371,10 @@ async fn ai_semantic_search_answers_over_http_and_api_search_takes_a_mode() {
     let (s, r) = http_api::get(&base, "/api/search?q=x&mode=nope", Some(&token)).await;
     assert_eq!(s, 400, "{r}");
     let (_, doc) = http_api::get(&base, "/api/openapi.json", None).await;
-    assert!(doc["paths"]["/ai/semantic-search"]["post"].is_object(), "not in OpenAPI");
+    assert!(
+        doc["paths"]["/ai/semantic-search"]["post"].is_object(),
+        "not in OpenAPI"
+    );
     fake.set_down(true);
     let (s, r) = http_api::post(
         &base,
@@ -349,12 +438,22 @@ async fn search_reindex_rebuilds_every_vector_from_the_cli() {
     }
     let (ok, out, err) = run(&["search", "reindex"]).await.unwrap();
     assert!(ok, "{err}");
-    assert!(out.contains("reindexed 2 item(s) with model fake-embed (16 dimensions)"), "{out}");
+    assert!(
+        out.contains("reindexed 2 item(s) with model fake-embed (16 dimensions)"),
+        "{out}"
+    );
     let (ok, out, err) = run(&["search", "reindex"]).await.unwrap();
     assert!(ok, "{err}");
-    assert!(out.contains("reindexed 2 item(s)"), "a rebuild embeds everything again: {out}");
+    assert!(
+        out.contains("reindexed 2 item(s)"),
+        "a rebuild embeds everything again: {out}"
+    );
     let sent: Vec<String> = fake.requests().into_iter().flat_map(|r| r.inputs).collect();
-    assert_eq!(sent.iter().filter(|s| s.starts_with("rotate keys")).count(), 2, "{sent:?}");
+    assert_eq!(
+        sent.iter().filter(|s| s.starts_with("rotate keys")).count(),
+        2,
+        "{sent:?}"
+    );
     fake.set_down(true);
     let (ok, _, err) = run(&["search", "reindex"]).await.unwrap();
     assert!(!ok);

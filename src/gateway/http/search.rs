@@ -7,8 +7,8 @@ use crate::gateway::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::response::Response;
-use serde::Deserialize;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::IntoParams;
 

@@ -91,7 +91,13 @@ impl PgStore {
 
 /// The task ids and the message ids of `items`.
 fn ids_by_kind(items: &[ItemRef]) -> (Vec<i64>, Vec<i64>) {
-    let ids = |kind| items.iter().filter(|i| i.kind == kind).map(|i| i.id).collect();
+    let ids = |kind| {
+        items
+            .iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.id)
+            .collect()
+    };
     (ids(HitKind::Task), ids(HitKind::Message))
 }
 
@@ -216,11 +222,10 @@ impl VectorStore for PgStore {
         let (tasks, messages) = ids_by_kind(items);
         let mut hits = Vec::with_capacity(items.len());
         if !tasks.is_empty() {
-            let rows =
-                sqlx::query("SELECT id, title, body, result FROM tasks WHERE id = ANY($1)")
-                    .bind(&tasks)
-                    .fetch_all(&self.pool)
-                    .await?;
+            let rows = sqlx::query("SELECT id, title, body, result FROM tasks WHERE id = ANY($1)")
+                .bind(&tasks)
+                .fetch_all(&self.pool)
+                .await?;
             for r in &rows {
                 let body: String = r.try_get("body")?;
                 let result: Option<String> = r.try_get("result")?;
