@@ -356,7 +356,14 @@ impl Core {
             .store
             .nearest_vectors(embedder.model(), &vector, q)
             .await
-            .map_err(|e| SemanticFailure::Other(e.into()))?;
+            .map_err(|e| match e {
+                // stored vectors of another length than the backend's now
+                // (embeddings.dimensions changed): not the caller's fault
+                super::store::StoreError::Rejected(why) => SemanticFailure::Backend(format!(
+                    "{why}; run `swarmbridge search reindex` after changing embeddings.dimensions"
+                )),
+                other => SemanticFailure::Other(other.into()),
+            })?;
         near.sort_by(|a, b| {
             b.similarity
                 .total_cmp(&a.similarity)

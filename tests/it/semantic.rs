@@ -459,3 +459,34 @@ async fn search_reindex_rebuilds_every_vector_from_the_cli() {
     assert!(!ok);
     assert!(err.contains("embeddings backend"), "{err}");
 }
+
+#[tokio::test]
+async fn stored_vectors_of_another_length_make_semantic_unavailable_naming_model_and_dimensions() {
+    use swarmbridge::core::vectors::ItemRef;
+    let fake = FakeEmbeddings::spawn(DIMS).await;
+    let srv = semantic_server(&fake).await;
+    // as if embeddings.dimensions had been 8 before
+    srv.core()
+        .store
+        .upsert_vectors("fake-embed", vec![(ItemRef::task(999), vec![1.0; 8])])
+        .await
+        .expect("stored");
+    let mut a = srv.agent("a", &[]).await;
+    a.create_task(json!({"title":"linker flakes","body":"on arm"}))
+        .await;
+    let e = a
+        .err(
+            json!({"type":"search","query":"linker","mode":"semantic"}),
+            "unavailable",
+        )
+        .await;
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("`fake-embed`") && msg.contains("8 dimensions") && msg.contains("16"),
+        "{e}"
+    );
+    assert!(msg.contains("search reindex"), "{e}");
+    let r = search(&mut a, json!({"query":"linker","mode":"hybrid"})).await;
+    assert_eq!(r["degraded"], true, "{r}");
+    assert_eq!(ids(&r, "task").len(), 1, "{r}");
+}
