@@ -91,7 +91,6 @@ fn recall_at_10(queries: &[Query], ranked: &[Vec<String>]) -> f64 {
 }
 
 #[tokio::test]
-#[ignore = "needs docs/search-eval/vectors-minilm.i8, written by `search-eval --write-vectors` (not generated yet)"]
 async fn hybrid_recall_at_10_is_not_below_text_recall_on_the_evaluation_set() {
     let corpus: Vec<Doc> = read_jsonl("corpus.jsonl");
     let queries: Vec<Query> = read_jsonl("queries.jsonl");
