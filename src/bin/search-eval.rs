@@ -207,7 +207,8 @@ fn score(queries: &[Query], rankings: &Rankings) -> (f64, f64) {
         .map(|rank| 1.0 / *rank as f64)
         .sum::<f64>()
         / n;
-    (recall, mrr)
+    // an empty sum is -0.0; print 0.000, not -0.000
+    (recall, mrr + 0.0)
 }
 
 fn semantic_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow::Result<Rankings> {
