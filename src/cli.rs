@@ -76,6 +76,9 @@ pub enum Cmd {
     /// Manage schedules: tasks or broadcasts on a cron expression or every N minutes.
     #[command(subcommand)]
     Schedule(ScheduleCmd),
+    /// Semantic search.
+    #[command(subcommand)]
+    Search(SearchCmd),
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -92,6 +95,14 @@ pub enum Cmd {
         #[arg(long, env = "SWARMBRIDGE_MCP_TOKEN", hide_env_values = true)]
         token: String,
     },
+}
+
+/// `swarmbridge search ...`
+#[derive(Debug, Subcommand)]
+pub enum SearchCmd {
+    /// Rebuild the vectors: remove them all, then embed every task and
+    /// message with the configured `[embeddings]` model.
+    Reindex,
 }
 
 /// `swarmbridge discord ...`
@@ -289,8 +300,26 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         Cmd::Broadcast { text, topic } => broadcast(&cfg, text, topic).await,
         Cmd::Discord(DiscordCmd::Register { guild }) => discord_register(&cfg, guild).await,
         Cmd::Config(ConfigCmd::Check) => config_check(&cfg),
+        Cmd::Search(SearchCmd::Reindex) => search_reindex(&cfg).await,
         Cmd::Schedule(cmd) => schedule::run(&cfg, cmd).await,
     }
+}
+
+/// `swarmbridge search reindex`
+async fn search_reindex(cfg: &Config) -> anyhow::Result<()> {
+    let core = open(cfg).await?;
+    let embedder = core.embedder();
+    let started = std::time::Instant::now();
+    let n = crate::embed::indexer::reindex(core.clone(), cfg.embeddings.batch_size)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    out!(
+        "reindexed {n} item(s) with model {} ({} dimensions) in {:.1} s",
+        embedder.model(),
+        embedder.dimensions(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `swarmbridge serve`

@@ -172,6 +172,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             Ok(handle) => {
                 describe();
                 crate::embed::metrics::describe_metrics();
+                crate::embed::indexer::describe_metrics();
                 handle
             }
             Err(e) => {

@@ -40,6 +40,9 @@ pub enum ServerError {
     /// The reasoning settings are not usable.
     #[error("reasoning: {0}")]
     Reasoning(String),
+    /// The embeddings settings are not usable.
+    #[error("embeddings: {0}")]
+    Embeddings(#[from] crate::embed::EmbedConfigError),
     /// The Twitch front door could not start.
     #[error("twitch: {0}")]
     Twitch(#[from] gateway::twitch::TwitchError),
@@ -84,6 +87,7 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
         cfg.polls.clone(),
     );
     core.configure_schedules(cfg.schedules.clone());
+    core.configure_embeddings(crate::embed::from_config(&cfg.embeddings)?);
     Ok(core)
 }
 
@@ -203,6 +207,18 @@ fn spawn_upkeep(
         cfg.events.clone(),
         shutdown.clone(),
     ));
+    if core.embedder().is_configured() {
+        // On a shared (PostgreSQL) database one instance at a time embeds.
+        let (core, batch) = (core.clone(), cfg.embeddings.batch_size);
+        tasks.spawn(crate::store::while_platform_owner(
+            cfg.database.url.clone(),
+            "search-indexer",
+            shutdown.clone(),
+            move |ownership: crate::store::PlatformOwnership| {
+                crate::embed::indexer::run_indexer(core.clone(), batch, ownership.stop)
+            },
+        ));
+    }
 }
 
 /// Step 2: the Twitch front door, when configured (the task to spawn once

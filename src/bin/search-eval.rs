@@ -48,6 +48,11 @@ struct Args {
     /// Print every query whose target no mode finds in its top 10.
     #[arg(long)]
     misses: bool,
+    /// Also write the model's vectors of the documents and queries to this
+    /// file, quantised to 8 bits (the fixture the default build's quality
+    /// test serves from the fake embeddings backend; see docs/search.md).
+    #[arg(long)]
+    write_vectors: Option<PathBuf>,
 }
 
 /// One document of the corpus.
@@ -202,7 +207,8 @@ fn score(queries: &[Query], rankings: &Rankings) -> (f64, f64) {
         .map(|rank| 1.0 / *rank as f64)
         .sum::<f64>()
         / n;
-    (recall, mrr)
+    // an empty sum is -0.0; print 0.000, not -0.000
+    (recall, mrr + 0.0)
 }
 
 fn semantic_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow::Result<Rankings> {
@@ -227,6 +233,12 @@ fn semantic_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow::
         dir.display(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(path) = &args.write_vectors {
+        let all: Vec<&Vec<f32>> = doc_vectors.iter().chain(&query_vectors).collect();
+        std::fs::write(path, quantised(&all)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {} vectors to {}", all.len(), path.display());
+    }
     Ok(query_vectors
         .iter()
         .map(|query| {
@@ -240,6 +252,31 @@ fn semantic_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow::
                 .collect()
         })
         .collect())
+}
+
+/// The vectors as the fixture stores them: `SBV1`, the dimensions and the
+/// count as little-endian u32, then per vector its scale as little-endian
+/// f32 and one signed byte per dimension (value = byte * scale). The order
+/// is the corpus's documents, then the queries.
+fn quantised(vectors: &[&Vec<f32>]) -> anyhow::Result<Vec<u8>> {
+    let dims = vectors.first().map_or(0, |v| v.len());
+    ensure!(
+        vectors.iter().all(|v| v.len() == dims),
+        "vectors of mixed lengths"
+    );
+    let mut out = b"SBV1".to_vec();
+    out.extend(u32::try_from(dims)?.to_le_bytes());
+    out.extend(u32::try_from(vectors.len())?.to_le_bytes());
+    for v in vectors {
+        let max = v.iter().fold(0.0_f32, |m, x| m.max(x.abs()));
+        let scale = if max == 0.0 { 1.0 } else { max / 127.0 };
+        out.extend(scale.to_le_bytes());
+        out.extend(
+            v.iter()
+                .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8 as u8),
+        );
+    }
+    Ok(out)
 }
 
 /// The server child, killed when dropped.
@@ -383,9 +420,11 @@ async fn text_rankings(args: &Args, corpus: &[Doc], queries: &[Query]) -> anyhow
     }
     let limit = RRF_DEPTH.to_string();
     let search = |q: &str| {
-        let request = http
-            .get(api("/api/search"))
-            .query(&[("q", q), ("limit", limit.as_str())]);
+        let request = http.get(api("/api/search")).query(&[
+            ("q", q),
+            ("limit", limit.as_str()),
+            ("mode", "text"),
+        ]);
         call(request, &token)
     };
     let ranked_ids = |reply: &Value| -> Vec<String> {

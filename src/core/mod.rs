@@ -58,6 +58,10 @@ pub struct Core {
     pub retention: retention::RetentionState,
     /// The newest insights computed (read by `/metrics` without a query).
     pub latest_insights: insights::LatestInsights,
+    /// The embeddings backend, set once at start-up ([`Core::configure_embeddings`]).
+    embedder: std::sync::OnceLock<Arc<dyn crate::embed::Embedder>>,
+    /// The background indexer's counters (for `/metrics` and the dashboard).
+    pub indexer: crate::embed::indexer::IndexerStats,
     /// `[schedules]`, set once at start-up ([`Core::configure_schedules`]).
     schedules_cfg: std::sync::OnceLock<schedules::SchedulesConfig>,
     started: Instant,
@@ -86,8 +90,25 @@ impl Core {
             retention: retention::RetentionState::default(),
             latest_insights: insights::LatestInsights::default(),
             schedules_cfg: std::sync::OnceLock::new(),
+            embedder: std::sync::OnceLock::new(),
+            indexer: Default::default(),
             started: Instant::now(),
         })
+    }
+
+    /// Sets the embeddings backend semantic search and the indexer use;
+    /// only the first call counts (start-up). Without one, embeddings are
+    /// not configured.
+    pub fn configure_embeddings(&self, embedder: Arc<dyn crate::embed::Embedder>) {
+        let _ = self.embedder.set(embedder);
+    }
+
+    /// The embeddings backend ([`crate::embed::Unconfigured`] when none was set).
+    pub fn embedder(&self) -> Arc<dyn crate::embed::Embedder> {
+        self.embedder
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(crate::embed::Unconfigured))
     }
 
     /// Seconds since this core started.

@@ -6,6 +6,7 @@
 
 use super::error::CoreError;
 use super::model::{Caller, Role, TaskState};
+use super::vectors::ItemRef;
 use super::Core;
 use crate::clock::Millis;
 use serde::Serialize;
@@ -19,20 +20,41 @@ pub const MAX_QUERY_CHARS: usize = 500;
 /// Most terms of a query that are used; the rest are ignored.
 pub const MAX_TERMS: usize = 32;
 
-/// How results were found. Only full-text search exists: semantic search
-/// needs an embeddings backend, which the reasoning client does not have yet.
+/// How results are found: the `mode` of a `search`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     /// Words matched by the database's full-text index, ranked by BM25.
-    Fulltext,
+    Text,
+    /// The items whose vectors are nearest the query's (exact cosine);
+    /// needs an embeddings backend.
+    Semantic,
+    /// Reciprocal rank fusion (k = 60) of the top 50 of `text` and of
+    /// `semantic`.
+    Hybrid,
 }
 
 impl SearchMode {
+    /// Every mode, in the order they are documented.
+    pub const ALL: [SearchMode; 3] = [SearchMode::Text, SearchMode::Semantic, SearchMode::Hybrid];
+
     /// The name sent as `mode`.
     pub fn as_str(self) -> &'static str {
         match self {
-            SearchMode::Fulltext => "fulltext",
+            SearchMode::Text => "text",
+            SearchMode::Semantic => "semantic",
+            SearchMode::Hybrid => "hybrid",
+        }
+    }
+
+    /// The mode named `s`; `fulltext` (the name replies used before the
+    /// other modes existed) is `text`.
+    pub fn parse(s: &str) -> Option<SearchMode> {
+        match s {
+            "text" | "fulltext" => Some(SearchMode::Text),
+            "semantic" => Some(SearchMode::Semantic),
+            "hybrid" => Some(SearchMode::Hybrid),
+            _ => None,
         }
     }
 }
@@ -86,8 +108,14 @@ pub struct SearchHit {
 pub struct SearchResults {
     /// Best first.
     pub results: Vec<SearchHit>,
-    /// How they were found.
+    /// The mode of the search (asked for, or the default).
     pub mode: SearchMode,
+    /// True when `hybrid` could not use the embeddings backend and these are
+    /// `text` results only.
+    pub degraded: bool,
+    /// Why the search is degraded (set exactly when `degraded` is true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_reason: Option<String>,
 }
 
 /// What `search` asks for, as front doors parse it.
@@ -103,6 +131,9 @@ pub struct SearchRequest {
     pub agent: Option<String>,
     /// Only tasks created and messages sent at or after this time.
     pub since: Option<Millis>,
+    /// How to search; None is `hybrid` when embeddings are configured,
+    /// otherwise `text`.
+    pub mode: Option<SearchMode>,
 }
 
 /// A query as the store runs it: backend-neutral terms plus filters.
@@ -172,11 +203,37 @@ pub fn terms_of(query: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// How long a snippet of a semantic hit is, in characters.
+const SEMANTIC_SNIPPET_CHARS: usize = 160;
+
+/// The start of `text` as a snippet: whitespace runs folded, at most
+/// [`SEMANTIC_SNIPPET_CHARS`] characters, a cut marked with `…`.
+pub fn plain_snippet(text: &str) -> String {
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match folded.char_indices().nth(SEMANTIC_SNIPPET_CHARS) {
+        Some((cut, _)) => format!("{}…", &folded[..cut]),
+        None => folded,
+    }
+}
+
+/// Why the semantic half of a search could not run.
+enum SemanticFailure {
+    /// The embeddings backend is not configured or failing: `semantic`
+    /// answers `unavailable`, `hybrid` falls back to text.
+    Backend(String),
+    /// Anything else (the store), answered as is.
+    Other(CoreError),
+}
+
 impl Core {
-    /// Searches tasks and messages. An empty (or blank) query is
-    /// `bad_request`; a query with no letters or digits finds nothing.
-    /// Direct messages are found only by their sender and addressee, and by
-    /// operators and admins; broadcasts and tasks by everyone.
+    /// Searches tasks and messages in the request's mode (see
+    /// [`SearchMode`]). An empty (or blank) or oversized query is
+    /// `bad_request`; a query with no letters or digits finds nothing by
+    /// text. `semantic` without a working embeddings backend is
+    /// `unavailable` saying why; `hybrid` then answers the text results with
+    /// `degraded` set. Direct messages are found only by their sender and
+    /// addressee, and by operators and admins, in every mode; broadcasts and
+    /// tasks by everyone.
     pub async fn search(
         &self,
         caller: &Caller,
@@ -197,43 +254,178 @@ impl Core {
                 "`limit` must be between 1 and {MAX_LIMIT}, got {limit}"
             )));
         }
-        let terms = terms_of(&req.query);
-        let mut results = Vec::new();
-        if !terms.is_empty() {
-            let prefix_last = req
-                .query
-                .trim_end()
-                .chars()
-                .last()
-                .is_some_and(char::is_alphanumeric);
-            let query = SearchQuery {
-                terms,
-                prefix_last,
-                limit,
-                state: req.state,
-                agent: req.agent,
-                since: req.since,
-                reader: (caller.role < Role::Operator).then(|| caller.identity.clone()),
-            };
-            results = self.store.search_tasks(&query).await?;
-            if query.state.is_none() {
-                let messages = self.store.search_messages(&query).await?;
-                results.extend(messages.into_iter().map(|m| SearchHit {
-                    kind: HitKind::Message,
-                    id: m.id,
-                    title: m.title(),
-                    snippet: m.snippet,
-                    score: m.score,
-                }));
+        let mode = req.mode.unwrap_or_else(|| {
+            if self.embedder().is_configured() {
+                SearchMode::Hybrid
+            } else {
+                SearchMode::Text
             }
-            results.sort_by(|a, b| b.score.total_cmp(&a.score));
-            results.truncate(limit as usize);
-        }
-        Ok(SearchResults {
+        });
+        let base = SearchQuery {
+            terms: Vec::new(),
+            prefix_last: false,
+            limit,
+            state: req.state,
+            agent: req.agent,
+            since: req.since,
+            reader: (caller.role < Role::Operator).then(|| caller.identity.clone()),
+        };
+        let results = |results, degraded_reason: Option<String>| SearchResults {
             results,
-            mode: SearchMode::Fulltext,
-        })
+            mode,
+            degraded: degraded_reason.is_some(),
+            degraded_reason,
+        };
+        match mode {
+            SearchMode::Text => Ok(results(self.text_hits(&req.query, &base).await?, None)),
+            SearchMode::Semantic => match self.semantic_hits(&req.query, &base).await {
+                Ok(hits) => Ok(results(hits, None)),
+                Err(SemanticFailure::Backend(why)) => Err(CoreError::Unavailable(format!(
+                    "semantic search is unavailable: {why}"
+                ))),
+                Err(SemanticFailure::Other(e)) => Err(e),
+            },
+            SearchMode::Hybrid => {
+                let deep = SearchQuery {
+                    limit: crate::embed::rank::RRF_DEPTH as i64,
+                    ..base
+                };
+                let text = self.text_hits(&req.query, &deep).await?;
+                match self.semantic_hits(&req.query, &deep).await {
+                    Ok(semantic) => Ok(results(fuse(text, semantic, limit), None)),
+                    Err(SemanticFailure::Backend(why)) => {
+                        let mut text = text;
+                        text.truncate(limit as usize);
+                        Ok(results(text, Some(format!("text results only: {why}"))))
+                    }
+                    Err(SemanticFailure::Other(e)) => Err(e),
+                }
+            }
+        }
     }
+
+    /// Full-text hits, best first, at most `q.limit`.
+    async fn text_hits(&self, query: &str, q: &SearchQuery) -> Result<Vec<SearchHit>, CoreError> {
+        let terms = terms_of(query);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefix_last = query
+            .trim_end()
+            .chars()
+            .last()
+            .is_some_and(char::is_alphanumeric);
+        let q = SearchQuery {
+            terms,
+            prefix_last,
+            ..q.clone()
+        };
+        let mut results = self.store.search_tasks(&q).await?;
+        if q.state.is_none() {
+            let messages = self.store.search_messages(&q).await?;
+            results.extend(messages.into_iter().map(|m| SearchHit {
+                kind: HitKind::Message,
+                id: m.id,
+                title: m.title(),
+                snippet: m.snippet,
+                score: m.score,
+            }));
+        }
+        results.sort_by(|a, b| b.score.total_cmp(&a.score));
+        results.truncate(q.limit as usize);
+        Ok(results)
+    }
+
+    /// The items nearest the query's vector, best first (score = cosine
+    /// similarity), at most `q.limit`.
+    async fn semantic_hits(
+        &self,
+        query: &str,
+        q: &SearchQuery,
+    ) -> Result<Vec<SearchHit>, SemanticFailure> {
+        let embedder = self.embedder();
+        let vector = embedder
+            .embed(&[query.to_owned()])
+            .await
+            .map_err(|e| SemanticFailure::Backend(e.to_string()))?
+            .pop()
+            .ok_or_else(|| {
+                SemanticFailure::Backend("the embeddings backend returned no vector".into())
+            })?;
+        let mut near = self
+            .store
+            .nearest_vectors(embedder.model(), &vector, q)
+            .await
+            .map_err(|e| match e {
+                // stored vectors of another length than the backend's now
+                // (embeddings.dimensions changed): not the caller's fault
+                super::store::StoreError::Rejected(why) => SemanticFailure::Backend(format!(
+                    "{why}; run `swarmbridge search reindex` after changing embeddings.dimensions"
+                )),
+                other => SemanticFailure::Other(other.into()),
+            })?;
+        near.sort_by(|a, b| {
+            b.similarity
+                .total_cmp(&a.similarity)
+                .then(a.item.cmp(&b.item))
+        });
+        near.truncate(q.limit as usize);
+        let items: Vec<ItemRef> = near.iter().map(|h| h.item).collect();
+        let mut described: std::collections::HashMap<ItemRef, SearchHit> = self
+            .store
+            .describe_items(&items)
+            .await
+            .map_err(|e| SemanticFailure::Other(e.into()))?
+            .into_iter()
+            .map(|h| {
+                (
+                    ItemRef {
+                        kind: h.kind,
+                        id: h.id,
+                    },
+                    h,
+                )
+            })
+            .collect();
+        Ok(near
+            .into_iter()
+            .filter_map(|h| {
+                described.remove(&h.item).map(|mut hit| {
+                    hit.score = h.similarity;
+                    hit
+                })
+            })
+            .collect())
+    }
+}
+
+/// Reciprocal rank fusion of the text and semantic lists (each best
+/// first), best `limit` first, scored by the fused score; an item found by
+/// both keeps the text snippet (its matched words are marked).
+fn fuse(text: Vec<SearchHit>, semantic: Vec<SearchHit>, limit: i64) -> Vec<SearchHit> {
+    use crate::embed::rank::{reciprocal_rank_fusion, RRF_DEPTH, RRF_K};
+    let key = |h: &SearchHit| ItemRef {
+        kind: h.kind,
+        id: h.id,
+    };
+    let text_keys: Vec<ItemRef> = text.iter().map(key).collect();
+    let semantic_keys: Vec<ItemRef> = semantic.iter().map(key).collect();
+    let fused = reciprocal_rank_fusion(&[&text_keys, &semantic_keys], RRF_K, RRF_DEPTH);
+    let mut by_key: std::collections::HashMap<ItemRef, SearchHit> = semantic
+        .into_iter()
+        .chain(text)
+        .map(|h| (key(&h), h))
+        .collect();
+    fused
+        .into_iter()
+        .take(limit as usize)
+        .filter_map(|f| {
+            by_key.remove(&f.key).map(|mut hit| {
+                hit.score = f.score;
+                hit
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! [`super::store::Store::vectors`]). Vectors of another model than the one
 //! asked for are never compared: changing the model re-embeds.
 
-use super::search::{HitKind, SearchQuery};
+use super::search::{HitKind, SearchHit, SearchQuery};
 use super::store::StoreError;
 use async_trait::async_trait;
 
@@ -97,6 +97,15 @@ pub trait VectorStore: Send + Sync {
 
     /// Up to `limit` items without a `model` vector, oldest first, with the text to embed.
     async fn unembedded(&self, model: &str, limit: i64) -> Result<Vec<ItemText>, StoreError>;
+
+    /// The title and the start of the text (as snippet) of each item that
+    /// exists, score 0, in no particular order: how semantic hits are shown.
+    async fn describe_items(&self, items: &[ItemRef]) -> Result<Vec<SearchHit>, StoreError>;
+
+    /// The text to embed of each item that exists (as [`VectorStore::unembedded`]
+    /// gives it), whether or not it has a vector: for re-embedding items whose
+    /// text changed (a task's result).
+    async fn item_texts(&self, items: &[ItemRef]) -> Result<Vec<ItemText>, StoreError>;
 
     /// How many items have a `model` vector and how many lack one.
     async fn vector_backlog(&self, model: &str) -> Result<VectorBacklog, StoreError>;

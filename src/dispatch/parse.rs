@@ -15,7 +15,7 @@ use crate::core::error::CoreError;
 use crate::core::model::{NewTask, TaskState};
 use crate::core::polls::{NewPoll, Voters};
 use crate::core::schedules::NewSchedule;
-use crate::core::search::SearchRequest;
+use crate::core::search::{SearchMode, SearchRequest};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -188,6 +188,8 @@ enum Wire {
         agent: Option<String>,
         #[serde(default)]
         since: Option<String>,
+        #[serde(default)]
+        mode: Option<String>,
     },
     #[serde(rename = "reason")]
     Reason {
@@ -399,6 +401,19 @@ fn task_state(s: Option<String>) -> Result<Option<TaskState>, CoreError> {
         .map_err(CoreError::BadRequest)
 }
 
+/// `mode` of `search` (absent or empty: the server's default).
+fn search_mode(s: Option<String>) -> Result<Option<SearchMode>, CoreError> {
+    s.filter(|s| !s.is_empty())
+        .map(|s| {
+            SearchMode::parse(&s).ok_or_else(|| {
+                CoreError::bad_request(format!(
+                    "`mode` must be text, semantic or hybrid, got {s:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// `voters` of `poll.open` (absent: `all`).
 fn voters(v: Option<String>) -> Result<Voters, CoreError> {
     v.map(|s| s.parse::<Voters>())
@@ -484,7 +499,9 @@ fn into_command(wire: Wire) -> Result<Command, CoreError> {
             state,
             agent,
             since,
+            mode,
         } => Command::Search(SearchRequest {
+            mode: search_mode(mode)?,
             query,
             limit,
             state: task_state(state)?,

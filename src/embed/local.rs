@@ -108,10 +108,11 @@ impl LocalMiniLm {
             })?;
         // Pad each batch to its longest text rather than to a fixed 128
         // tokens: the same vectors (pooling is masked), less work.
-        tokenizer.with_padding(Some(PaddingParams {
+        let padding = PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..tokenizer.get_padding().cloned().unwrap_or_default()
-        }));
+        };
+        tokenizer.with_padding(Some(padding));
         let weights_path = dir.join("model.safetensors");
         let device = Device::Cpu;
         let weights_error = |why: String| LocalModelError::Weights {

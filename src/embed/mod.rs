@@ -19,6 +19,7 @@
 
 pub mod config;
 mod http;
+pub mod indexer;
 #[cfg(feature = "local-embeddings")]
 pub mod local;
 pub mod metrics;

@@ -97,6 +97,10 @@ pub struct SeenEmbedRequest {
 
 struct FakeState {
     dimensions: usize,
+    /// Vectors served for exact texts instead of [`word_vector`].
+    known: Mutex<std::collections::HashMap<String, Vec<f32>>>,
+    /// While set, every request answers 503 (the script is left alone).
+    down: std::sync::atomic::AtomicBool,
     script: Mutex<VecDeque<EmbedReply>>,
     requests: Mutex<Vec<SeenEmbedRequest>>,
 }
@@ -113,6 +117,8 @@ impl FakeEmbeddings {
     pub async fn spawn(dimensions: usize) -> Self {
         let state = Arc::new(FakeState {
             dimensions,
+            known: Mutex::new(std::collections::HashMap::new()),
+            down: std::sync::atomic::AtomicBool::new(false),
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
         });
@@ -138,10 +144,45 @@ impl FakeEmbeddings {
         format!("http://{}/v1", self.addr)
     }
 
+    /// An `[embeddings]` section pointing at this fake (model `fake-embed`,
+    /// its dimensions, batches of 8, no retries, a fast backoff), for a
+    /// server under test.
+    pub fn config(&self) -> swarmbridge::embed::EmbedConfig {
+        swarmbridge::embed::EmbedConfig {
+            backend: swarmbridge::embed::EmbedBackendKind::Openai,
+            base_url: Some(self.base_url()),
+            model: "fake-embed".to_owned(),
+            dimensions: self.state.dimensions,
+            batch_size: 8,
+            connect_timeout_ms: 1_000,
+            timeout_ms: 5_000,
+            max_retries: 0,
+            backoff_base_ms: 10,
+            breaker_cooldown_s: 1,
+            ..swarmbridge::embed::EmbedConfig::default()
+        }
+    }
+
     /// Queues `reply` for the next request not yet answered by the script.
     pub fn then(&self, reply: EmbedReply) -> &Self {
         lock(&self.state.script).push_back(reply);
         self
+    }
+
+    /// Serves `vector` for exactly `text` from now on (instead of its
+    /// [`word_vector`]): how a test makes two texts that share no word
+    /// mean the same, or replays a real model's vectors.
+    pub fn serve(&self, text: impl Into<String>, vector: Vec<f32>) -> &Self {
+        lock(&self.state.known).insert(text.into(), vector);
+        self
+    }
+
+    /// Makes every request answer 503 (`true`) until called with `false`:
+    /// a backend that is down.
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request received so far, in arrival order.
@@ -185,9 +226,13 @@ async fn embeddings(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
-    let reply = lock(&state.script)
-        .pop_front()
-        .unwrap_or(EmbedReply::Vectors);
+    let reply = if state.down.load(std::sync::atomic::Ordering::SeqCst) {
+        EmbedReply::status(503)
+    } else {
+        lock(&state.script)
+            .pop_front()
+            .unwrap_or(EmbedReply::Vectors)
+    };
     let length = match reply {
         EmbedReply::Vectors => state.dimensions,
         EmbedReply::WrongLength(length) => length,
@@ -210,7 +255,8 @@ async fn embeddings(
         .enumerate()
         .rev()
         .map(|(index, text)| {
-            let mut vector = word_vector(text, state.dimensions.max(1));
+            let known = lock(&state.known).get(text).cloned();
+            let mut vector = known.unwrap_or_else(|| word_vector(text, state.dimensions.max(1)));
             vector.resize(length, 0.0);
             json!({"object": "embedding", "index": index, "embedding": vector})
         })

@@ -791,3 +791,55 @@ async fn announcements_older_than_the_backlog_bound_are_counted_not_posted_at_st
         "the skipped backlog is counted"
     );
 }
+
+#[tokio::test]
+async fn slash_search_takes_a_mode_and_semantic_finds_a_paraphrase() {
+    use crate::common::fake_embeddings::FakeEmbeddings;
+    let embeddings = FakeEmbeddings::spawn(8).await;
+    let mut near = vec![0.0; 8];
+    near[2] = 1.0;
+    embeddings
+        .serve("Session expiry bug in auth\nusers logged out", near.clone())
+        .serve("who fixed the login timeout", near);
+    let fake = FakeDiscord::spawn().await;
+    let embed_cfg = embeddings.config();
+    let srv = gateway_server(&fake, move |c| c.embeddings = embed_cfg).await;
+    let mut agent = srv.agent("worker", &[]).await;
+    agent
+        .create_task(json!({"title":"Session expiry bug in auth","body":"users logged out"}))
+        .await;
+    tokio::time::timeout(
+        WAIT,
+        srv.core()
+            .indexer
+            .wait_until(|s| s.backlog == 0 && s.embedded_total >= 1),
+    )
+    .await
+    .expect("indexed");
+    fake.interaction(command_interaction(
+        3,
+        "tok-3",
+        "search",
+        json!([{ "name": "query", "type": 3, "value": "who fixed the login timeout" },
+               { "name": "mode", "type": 3, "value": "semantic" }]),
+        viewer(),
+    ));
+    let cb = fake
+        .wait_for(|r| r.path == "/interactions/3/tok-3/callback")
+        .await;
+    let text = embed_text(&cb.body["data"]);
+    assert!(text.contains("1 found, semantic"), "{}", cb.body);
+    assert!(text.contains("Session expiry bug in auth"), "{}", cb.body);
+    fake.interaction(command_interaction(
+        4,
+        "tok-4",
+        "search",
+        json!([{ "name": "query", "type": 3, "value": "x" },
+               { "name": "mode", "type": 3, "value": "vector" }]),
+        viewer(),
+    ));
+    let cb = fake
+        .wait_for(|r| r.path == "/interactions/4/tok-4/callback")
+        .await;
+    assert!(embed_text(&cb.body["data"]).contains("mode"), "{}", cb.body);
+}

@@ -501,3 +501,59 @@ async fn bad_mcp_requests_get_json_rpc_error_objects_and_nothing_runs() {
     assert_eq!(status, 200);
     assert_eq!(v["result"]["isError"], false, "{v}");
 }
+
+#[tokio::test]
+async fn the_mcp_search_tool_takes_a_mode_and_answers_semantic_results() {
+    use crate::common::fake_embeddings::FakeEmbeddings;
+    let embeddings = FakeEmbeddings::spawn(8).await;
+    let mut near = vec![0.0; 8];
+    near[4] = 1.0;
+    embeddings
+        .serve("Nightly backup failed\nS3 bucket quota", near.clone())
+        .serve("last night's snapshot did not complete", near);
+    let embed_cfg = embeddings.config();
+    let srv = TestServer::spawn_with(move |c| c.embeddings = embed_cfg).await;
+    let token = srv.add_agent("ok", Role::Agent, &[]).await;
+    let mut a = srv.agent("a", &[]).await;
+    a.create_task(json!({"title":"Nightly backup failed","body":"S3 bucket quota"}))
+        .await;
+    tokio::time::timeout(
+        WAIT,
+        srv.core()
+            .indexer
+            .wait_until(|s| s.backlog == 0 && s.embedded_total >= 1),
+    )
+    .await
+    .expect("indexed");
+    let (_, tools) = mcp_call(
+        &srv,
+        &token,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    let search = tools["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .find(|t| t["name"] == "search")
+        .expect("search tool")
+        .clone();
+    assert_eq!(
+        search["inputSchema"]["properties"]["mode"]["enum"],
+        json!(["text", "semantic", "hybrid"]),
+        "{search}"
+    );
+    let (_, v) = mcp_call(
+        &srv,
+        &token,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "search",
+               "arguments": {"query": "last night's snapshot did not complete", "mode": "semantic"}}}),
+    )
+    .await;
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("Nightly backup failed") && text.contains("semantic"),
+        "{v}"
+    );
+}

@@ -81,6 +81,7 @@ async function refresh() {
     const snap = await res.json();
     state.status = snap.status;
     state.platforms = snap.platforms;
+    state.searchIndex = snap.search_index || null;
     state.commands = snap.commands || [];
     state.agents = snap.agents || [];
     state.stats = snap.stats || {};
@@ -134,6 +135,14 @@ function chip(label, value, cls) {
   return el("li", {}, el("span", { class: "pill " + cls }, label + ": " + value));
 }
 
+function searchIndexChip(ix) {
+  if (!ix || !ix.running) return chip("Search index", "off (text search only)", "off");
+  const text = `${ix.indexed} indexed · ${ix.backlog} backlog · ${ix.items_per_second.toFixed(1)}/s` +
+    (ix.errors_total > 0 ? ` · ${ix.errors_total} errors` : "") +
+    (ix.last_error ? ` (${ix.last_error})` : "");
+  return chip("Search index", text, ix.last_error ? "warn" : "on");
+}
+
 function renderPlatforms() {
   const p = state.platforms;
   const ul = $("#platforms");
@@ -146,6 +155,7 @@ function renderPlatforms() {
     chip("Reasoning", p.reasoning + (p.reasoning === "off" ? "" : " (" + p.reasoning_model + ")"),
       p.reasoning === "up" ? "on" : p.reasoning === "degraded" ? "warn" : "off"),
     chip("Event streams", p.event_streams, "on"),
+    searchIndexChip(state.searchIndex),
   );
   for (const c of state.commands) {
     if (c.served + c.refused === 0) continue;

@@ -114,6 +114,8 @@ pub struct Snapshot {
     pub insights: crate::core::insights::Insights,
     /// Active bottleneck alerts, oldest first.
     pub alerts: Vec<crate::core::alerts::Alert>,
+    /// The semantic-search indexer: backlog, throughput, errors.
+    pub search_index: crate::embed::indexer::IndexerSnapshot,
     /// Whether the read-only view is open without a token.
     pub public: bool,
     /// Server time.
@@ -157,6 +159,7 @@ pub async fn snapshot(
         events,
         insights: (*core.insights().await?).clone(),
         alerts: core.active_alerts().await?,
+        search_index: core.indexer.snapshot(),
         public: app.cfg.dashboard.public,
         now: rfc3339(now_ms()),
     }))

@@ -7,7 +7,7 @@ use crate::core::events::{CommittedEvent, EventKind};
 use crate::core::model::{Task, TaskState};
 use crate::reason::ReasonAnswer;
 use serenity::builder::{
-    CreateActionRow, CreateButton, CreateEmbed, CreateInteractionResponseMessage,
+    CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter, CreateInteractionResponseMessage,
 };
 use serenity::model::application::ButtonStyle;
 use serenity::model::Colour;
@@ -177,8 +177,8 @@ pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
         Reply::Inbox(i) => notice(&format!("{} message(s) read.", i.messages.len())),
         // the handler answers help from the catalog; this is the fallback
         Reply::Help { .. } => notice("Try /help."),
-        Reply::Results(r) => msg.embed(
-            CreateEmbed::new()
+        Reply::Results(r) => {
+            let embed = CreateEmbed::new()
                 .title(format!(
                     "Search ({} found, {})",
                     r.results.len(),
@@ -191,8 +191,16 @@ pub fn reply_message(reply: &Reply) -> CreateInteractionResponseMessage {
                         .map(|h| format!("**{}** · {}", clip(&h.title, 80), clip(&h.snippet, 120)))
                         .collect(),
                     "Nothing found.",
-                )),
-        ),
+                ));
+            let embed = match &r.degraded_reason {
+                Some(why) => embed.footer(CreateEmbedFooter::new(clip(
+                    &format!("Degraded: {why}"),
+                    2000,
+                ))),
+                None => embed,
+            };
+            msg.embed(embed)
+        }
         Reply::Task(Some(t)) => msg.embed(task_embed(t)).components(task_buttons(t)),
         Reply::Task(None) => msg.embed(
             CreateEmbed::new()

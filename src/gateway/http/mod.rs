@@ -52,6 +52,7 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(insights::recommend))
         .routes(routes!(ai::ai_reason))
         .routes(routes!(ai::ai_reason_stream))
+        .routes(routes!(search::semantic_search))
         .routes(routes!(schedules::schedule_list, schedules::schedule_add))
         .routes(routes!(schedules::schedule_pause))
         .routes(routes!(schedules::schedule_resume))

@@ -182,7 +182,7 @@ pub fn reply_body(reply: &Reply) -> (&'static str, Value) {
         ),
         Reply::Agents(a) => ("agents", json!({ "agents": a })),
         Reply::Poll(p) => ("poll", json!({ "poll": p })),
-        Reply::Results(r) => ("results", json!({ "results": r.results, "mode": r.mode })),
+        Reply::Results(r) => ("results", json!(r)),
         Reply::Voted(p) => ("ok", json!({ "poll": p })),
         Reply::Inbox(i) => (
             "inbox",

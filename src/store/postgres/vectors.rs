@@ -7,7 +7,7 @@
 //! `ORDER BY vector <=> $1` in SQL (docs/search.md).
 
 use super::PgStore;
-use crate::core::search::{HitKind, SearchQuery};
+use crate::core::search::{plain_snippet, HitKind, MessageHit, SearchHit, SearchQuery};
 use crate::core::store::StoreError;
 use crate::core::vectors::{
     check_dims, from_blob, to_blob, wrong_dims, ItemRef, ItemText, VectorBacklog, VectorHit,
@@ -87,6 +87,32 @@ impl PgStore {
                 .collect(),
         )
     }
+}
+
+/// The task ids and the message ids of `items`.
+fn ids_by_kind(items: &[ItemRef]) -> (Vec<i64>, Vec<i64>) {
+    let ids = |kind| {
+        items
+            .iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.id)
+            .collect()
+    };
+    (ids(HitKind::Task), ids(HitKind::Message))
+}
+
+/// An `ItemText` from a row of `kind`, `id` and `text`.
+fn item_text(r: &sqlx::postgres::PgRow) -> Result<ItemText, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    let kind =
+        HitKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("item kind {kind:?}")))?;
+    Ok(ItemText {
+        item: ItemRef {
+            kind,
+            id: r.try_get("id")?,
+        },
+        text: r.try_get("text")?,
+    })
 }
 
 #[async_trait]
@@ -189,20 +215,77 @@ impl VectorStore for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                let kind = HitKind::parse(&kind)
-                    .ok_or_else(|| StoreError::Corrupt(format!("item kind {kind:?}")))?;
-                Ok(ItemText {
-                    item: ItemRef {
-                        kind,
-                        id: r.try_get("id")?,
-                    },
-                    text: r.try_get("text")?,
-                })
-            })
-            .collect()
+        rows.iter().map(item_text).collect()
+    }
+
+    async fn describe_items(&self, items: &[ItemRef]) -> Result<Vec<SearchHit>, StoreError> {
+        let (tasks, messages) = ids_by_kind(items);
+        let mut hits = Vec::with_capacity(items.len());
+        if !tasks.is_empty() {
+            let rows = sqlx::query("SELECT id, title, body, result FROM tasks WHERE id = ANY($1)")
+                .bind(&tasks)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                let body: String = r.try_get("body")?;
+                let result: Option<String> = r.try_get("result")?;
+                let text = if body.trim().is_empty() {
+                    result.unwrap_or_default()
+                } else {
+                    body
+                };
+                hits.push(SearchHit {
+                    kind: HitKind::Task,
+                    id: r.try_get("id")?,
+                    title: r.try_get("title")?,
+                    snippet: plain_snippet(&text),
+                    score: 0.0,
+                });
+            }
+        }
+        if !messages.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, sender, recipient, topic, text FROM messages WHERE id = ANY($1)",
+            )
+            .bind(&messages)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                let text: String = r.try_get("text")?;
+                let m = MessageHit {
+                    id: r.try_get("id")?,
+                    sender: r.try_get("sender")?,
+                    recipient: r.try_get("recipient")?,
+                    topic: r.try_get("topic")?,
+                    snippet: plain_snippet(&text),
+                    score: 0.0,
+                };
+                hits.push(SearchHit {
+                    kind: HitKind::Message,
+                    id: m.id,
+                    title: m.title(),
+                    snippet: m.snippet.clone(),
+                    score: 0.0,
+                });
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn item_texts(&self, items: &[ItemRef]) -> Result<Vec<ItemText>, StoreError> {
+        let (tasks, messages) = ids_by_kind(items);
+        let rows = sqlx::query(
+            "SELECT 'task' AS kind, t.id AS id, \
+               concat_ws(E'\\n', t.title, t.body, t.result) AS text \
+             FROM tasks t WHERE t.id = ANY($1) \
+             UNION ALL \
+             SELECT 'message', m.id, m.text FROM messages m WHERE m.id = ANY($2)",
+        )
+        .bind(&tasks)
+        .bind(&messages)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(item_text).collect()
     }
 
     async fn vector_backlog(&self, model: &str) -> Result<VectorBacklog, StoreError> {
