@@ -203,6 +203,14 @@ pub struct DatabaseConfig {
     /// requests once it has one; 0 takes only what is already queued.
     #[serde(default = "default_batch_wait_us")]
     pub batch_wait_us: u64,
+    /// SQLite: how long (ms) a write waits for a lock another process
+    /// holds before the caller is answered `unavailable`.
+    #[serde(default = "default_busy_timeout_ms")]
+    pub busy_timeout_ms: u64,
+}
+
+fn default_busy_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_pool_size() -> u32 {

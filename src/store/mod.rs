@@ -12,7 +12,8 @@ use std::time::Duration;
 pub use crate::core::store::{ClaimGuard, MessageRecord, Store, StoreError};
 
 /// How the writer groups concurrent writes into one transaction
-/// (`database.batch_max`, `database.batch_wait_us`).
+/// (`database.batch_max`, `database.batch_wait_us`), and how long SQLite
+/// waits for a lock another process holds (`database.busy_timeout_ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
     /// Most requests in one transaction.
@@ -20,6 +21,10 @@ pub struct BatchPolicy {
     /// How long the writer keeps a batch open for more requests once it has
     /// the first one; zero takes only what is already queued.
     pub wait: Duration,
+    /// SQLite: how long a statement waits for a lock held by another
+    /// connection or process before it fails (then the caller gets
+    /// `unavailable`). PostgreSQL ignores it.
+    pub busy_timeout: Duration,
 }
 
 impl Default for BatchPolicy {
@@ -27,6 +32,7 @@ impl Default for BatchPolicy {
         BatchPolicy {
             max: 256,
             wait: Duration::from_micros(100),
+            busy_timeout: Duration::from_secs(10),
         }
     }
 }
