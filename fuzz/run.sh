@@ -21,7 +21,7 @@ seconds=${1:-60}
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
-    mapfile -t targets < <(sed -n 's/^name = "\([a-z_]*\)"$/\1/p' Cargo.toml | grep -v '^swarmbridge-fuzz$')
+    mapfile -t targets < <(sed -n 's/^name = "\([a-z0-9_]*\)"$/\1/p' Cargo.toml | grep -v '^swarmbridge-fuzz$')
 fi
 
 dict_of() {
@@ -41,7 +41,7 @@ toolchain=(+nightly)
 if [ -n "${FUZZ_STABLE:-}" ] || ! "$CARGO" +nightly --version >/dev/null 2>&1; then
     toolchain=()
     export RUSTC_BOOTSTRAP=1
-    echo "no nightly toolchain: building with the stable one and RUSTC_BOOTSTRAP=1"
+    echo "building with the stable toolchain and RUSTC_BOOTSTRAP=1"
 fi
 
 # No sanitizer: the project is safe Rust, and without ASan each target
