@@ -221,10 +221,18 @@ pub struct DatabaseConfig {
     /// `pool_size` is used; SQLite has one writer.
     #[serde(default = "default_writers")]
     pub writers: usize,
+    /// SQLite: how long (ms) a write waits for a lock another process
+    /// holds before the caller is answered `unavailable`.
+    #[serde(default = "default_busy_timeout_ms")]
+    pub busy_timeout_ms: u64,
 }
 
 fn default_writers() -> usize {
     4
+}
+
+fn default_busy_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_pool_size() -> u32 {

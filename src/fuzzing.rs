@@ -11,6 +11,7 @@ use crate::catalog::{ArgValue, Args, Catalog};
 use crate::core::error::CoreError;
 use crate::core::model::Role;
 use crate::dispatch::parse;
+use crate::gateway::a2a::{self, wire as a2a_wire};
 use crate::gateway::discord::http_endpoint::{read_body, SignedBody};
 use crate::gateway::discord::interactions::{parse_button, parse_vote_button, slash_command};
 use crate::gateway::mcp::{handler, tools};
@@ -38,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("reason_sse", reason_sse),
     ("reason_json", reason_json),
     ("mcp_request", mcp_request),
+    ("a2a_request", a2a_request),
 ];
 
 /// The longest chat line the fuzzed Twitch replies are composed to
@@ -355,6 +357,67 @@ fn tool_call(params: &CallToolRequestParams) {
         check_error(&e);
         let _ = handler::render_error(&e);
     }
+}
+
+/// A `POST /a2a` body: JSON, the JSON-RPC 2.0 envelope
+/// (`gateway::a2a::envelope`), each method's parameters, and for
+/// `SendMessage` the message's `contextId`, the task fields it becomes and
+/// the catalog's `task.create` parse, as `gateway::a2a::serve_rpc` runs it
+/// before the dispatcher. A refusal must render as a JSON-RPC error
+/// response with the request's id, a negative code and a message.
+pub fn a2a_request(data: &[u8]) {
+    let Ok(request) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let outcome = a2a::envelope(request).and_then(|(method, params)| a2a_method(&method, params));
+    if let Err(e) = outcome {
+        let resp = a2a_wire::error_response(&id, &e);
+        assert_eq!(resp["jsonrpc"], "2.0", "{resp}");
+        assert!(
+            resp["error"]["code"].as_i64().is_some_and(|c| c < 0),
+            "{resp}"
+        );
+        assert!(
+            resp["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{resp}"
+        );
+    }
+}
+
+/// What `gateway::a2a::run_method` checks before it reaches the dispatcher.
+fn a2a_method(method: &str, params: Value) -> Result<(), a2a_wire::A2aError> {
+    let from_core = |e| a2a_wire::A2aError::from_core(e, false);
+    match method {
+        "SendMessage" | "SendStreamingMessage" => {
+            let p: a2a_wire::SendMessageParams = a2a_wire::params(method, params)?;
+            let context = a2a_wire::given_context_id(&p)?;
+            if let Some(c) = &context {
+                assert!(c.chars().count() <= a2a_wire::MAX_CONTEXT_ID_CHARS);
+            }
+            let context = context.unwrap_or_else(|| "fuzz-context".into());
+            let fields = a2a_wire::task_fields(&p, &context)?;
+            let title = fields["title"].as_str().expect("a title");
+            assert!(!title.trim().is_empty(), "an empty title");
+            assert!(
+                title.chars().count() <= a2a_wire::MAX_TITLE_CHARS,
+                "{title}"
+            );
+            parse::command_in(catalog(), "task.create", fields).map_err(from_core)?;
+        }
+        "GetTask" | "CancelTask" | "SubscribeToTask" => {
+            let p: a2a_wire::TaskIdParams = a2a_wire::params(method, params)?;
+            let n = a2a_wire::task_number(&p.id)?;
+            assert!(n > 0);
+            let mut fields = serde_json::Map::new();
+            fields.insert("task_id".into(), n.into());
+            parse::command_in(catalog(), "task.get", fields).map_err(from_core)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Runs target `name` on `data`; false when there is no such target.

@@ -63,6 +63,7 @@ pub async fn open_core(cfg: &Config, bus: Arc<Bus>) -> Result<Arc<Core>, ServerE
         max: cfg.database.batch_max.max(1),
         wait: Duration::from_micros(cfg.database.batch_wait_us),
         writers: cfg.database.writers.max(1),
+        busy_timeout: Duration::from_millis(cfg.database.busy_timeout_ms),
     };
     let store = crate::store::open(
         &cfg.database.url,

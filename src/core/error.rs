@@ -34,8 +34,9 @@ pub enum CoreError {
     /// A dependency is down, failing or not configured.
     #[error("{0}")]
     Unavailable(String),
-    /// The database cannot be reached for now (code `unavailable`); nothing
-    /// was executed and a retry after `retry_after_ms` may succeed.
+    /// The database cannot be reached for now, or a backend is behind an
+    /// open circuit breaker (code `unavailable`); nothing was executed and
+    /// a retry after `retry_after_ms` may succeed.
     #[error("{message}")]
     StoreUnavailable {
         /// For the caller.

@@ -9,8 +9,13 @@ use tokio::sync::mpsc;
 
 impl From<ReasonError> for CoreError {
     fn from(e: ReasonError) -> Self {
-        match e.code() {
-            "bad_request" => CoreError::BadRequest(e.to_string()),
+        match (e.code(), e.retry_after_ms()) {
+            ("bad_request", _) => CoreError::BadRequest(e.to_string()),
+            // an open breaker says when it lets a call through again
+            (_, Some(retry_after_ms)) => CoreError::StoreUnavailable {
+                message: e.to_string(),
+                retry_after_ms,
+            },
             _ => CoreError::Unavailable(e.to_string()),
         }
     }

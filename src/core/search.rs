@@ -25,6 +25,9 @@ pub const MAX_TERMS: usize = 32;
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     /// Words matched by the database's full-text index, ranked by BM25.
+    /// Named `fulltext` in replies (the name the protocol has always
+    /// sent); `text` is accepted as input too.
+    #[serde(rename = "fulltext")]
     Text,
     /// The items whose vectors are nearest the query's (exact cosine);
     /// needs an embeddings backend.
@@ -41,14 +44,14 @@ impl SearchMode {
     /// The name sent as `mode`.
     pub fn as_str(self) -> &'static str {
         match self {
-            SearchMode::Text => "text",
+            SearchMode::Text => "fulltext",
             SearchMode::Semantic => "semantic",
             SearchMode::Hybrid => "hybrid",
         }
     }
 
-    /// The mode named `s`; `fulltext` (the name replies used before the
-    /// other modes existed) is `text`.
+    /// The mode named `s`: `fulltext` (the name replies carry) or its
+    /// shorter alias `text`, `semantic`, `hybrid`.
     pub fn parse(s: &str) -> Option<SearchMode> {
         match s {
             "text" | "fulltext" => Some(SearchMode::Text),

@@ -76,6 +76,15 @@ pub enum StoreError {
     /// restarting); nothing was written and the request may be retried.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database's disk (or quota) is full: nothing was written; writes
+    /// work again once space is freed. Carries the cause for the log.
+    #[error("the database's disk is full: {0}")]
+    DiskFull(String),
+    /// Another connection or process held the database's write lock past
+    /// the busy timeout: nothing was written and the request may be
+    /// retried. Carries the cause for the log.
+    #[error("the database is locked: {0}")]
+    Locked(String),
 }
 
 /// How long a caller is told to wait when the database is unreachable.
@@ -95,6 +104,21 @@ impl From<StoreError> for CoreError {
                 tracing::warn!(error = %cause, "database unavailable");
                 CoreError::StoreUnavailable {
                     message: "the database is unreachable; retry shortly".into(),
+                    retry_after_ms: UNAVAILABLE_RETRY_MS,
+                }
+            }
+            StoreError::DiskFull(cause) => {
+                tracing::error!(error = %cause, "database disk full; the write was refused");
+                CoreError::Internal(
+                    "the database's disk is full: nothing was saved; writes work again once space is freed"
+                        .into(),
+                )
+            }
+            StoreError::Locked(cause) => {
+                tracing::warn!(error = %cause, "database locked past the busy timeout");
+                CoreError::StoreUnavailable {
+                    message: "the database is locked by another process; nothing was saved, retry shortly"
+                        .into(),
                     retry_after_ms: UNAVAILABLE_RETRY_MS,
                 }
             }
@@ -165,8 +189,15 @@ pub type BallotCheck = Box<dyn FnOnce(&Poll, Millis) -> Result<(), CoreError> + 
 /// Vectors for semantic search are the [`super::vectors::VectorStore`] part.
 #[async_trait]
 pub trait Store: ReasonCache + super::vectors::VectorStore + Send + Sync + 'static {
-    /// True when the database answers a trivial query.
+    /// True when the database answers a trivial query (and, after a write
+    /// failed for want of space or a lock, when a write works again).
     async fn ping(&self) -> bool;
+
+    /// Why writes fail right now, when the backend knows: `disk_full` or
+    /// `locked` (SQLite), until a write commits again.
+    fn write_fault(&self) -> Option<&'static str> {
+        None
+    }
     /// Tasks by state, from memory kept in step with every commit.
     fn task_counts(&self) -> TaskCounts;
     /// Publishes events other processes committed; true when there were any.
@@ -696,6 +727,12 @@ impl super::Core {
     /// True when the database answers (`/ready`).
     pub async fn database_ready(&self) -> bool {
         self.store.ping().await
+    }
+
+    /// Why the database refuses writes right now (`disk_full`, `locked`),
+    /// when the backend knows; shown by `GET /ready`.
+    pub fn database_write_fault(&self) -> Option<&'static str> {
+        self.store.write_fault()
     }
 
     /// Tasks by state, from memory kept in step with every commit.

@@ -569,54 +569,63 @@ impl StreamedAnswer {
 /// any byte (mid-line, mid-CRLF, mid-UTF-8 character) and yields each
 /// complete event's `data` (several `data:` lines joined with `\n`).
 /// Comments (`:`) and other fields (`event`, `id`, `retry`) are ignored.
+/// Each byte is looked at once (linear in the body however it is split),
+/// and a line longer than [`SSE_MAX_LINE`] is dropped whole, so a backend
+/// sending one endless line costs no more than that in memory.
 #[derive(Debug, Default)]
 pub(crate) struct SseDecoder {
-    /// Bytes of the line not yet terminated.
+    /// Bytes of the line not yet terminated (at most [`SSE_MAX_LINE`]).
     pending: Vec<u8>,
+    /// The line being read outgrew [`SSE_MAX_LINE`]: it is dropped.
+    overlong: bool,
+    /// The last byte was a CR: an LF right after it is the same line end.
+    after_cr: bool,
     /// `data` of the event being built, each line followed by `\n`.
     data: String,
 }
 
+/// The longest SSE line the reasoning client takes (1 MiB); longer lines
+/// are dropped whole.
+pub(crate) const SSE_MAX_LINE: usize = 1 << 20;
+
 impl SseDecoder {
     /// Feeds the next piece of the body; returns the events it completed, in order.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
         let mut events = Vec::new();
-        let mut line_start = 0;
-        let mut i = 0;
-        while i < self.pending.len() {
-            let line_end = i;
-            match self.pending[i] {
-                b'\n' => i += 1,
-                b'\r' => match self.pending.get(i + 1) {
-                    Some(b'\n') => i += 2,
-                    Some(_) => i += 1,
-                    // A CR at the end may be half of a CRLF: wait for more.
-                    None => break,
-                },
+        for &b in bytes {
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    self.end_line(&mut events);
+                }
+                _ if self.pending.len() < SSE_MAX_LINE => self.pending.push(b),
                 _ => {
-                    i += 1;
-                    continue;
+                    self.overlong = true;
+                    self.pending = Vec::new();
                 }
             }
-            Self::take_line(
-                &mut self.data,
-                &self.pending[line_start..line_end],
-                &mut events,
-            );
-            line_start = i;
         }
-        self.pending.drain(..line_start);
         events
+    }
+
+    /// A line ended: takes it (or drops it when it was too long).
+    fn end_line(&mut self, events: &mut Vec<String>) {
+        if std::mem::take(&mut self.overlong) {
+            self.pending.clear();
+            return;
+        }
+        Self::take_line(&mut self.data, &self.pending, events);
+        self.pending.clear();
     }
 
     /// The body ended: completes a last event that lacked its blank line.
     pub(crate) fn finish(&mut self) -> Option<String> {
         let mut events = Vec::new();
-        let rest = std::mem::take(&mut self.pending);
-        let rest = rest.strip_suffix(b"\r").unwrap_or(&rest);
-        if !rest.is_empty() {
-            Self::take_line(&mut self.data, rest, &mut events);
+        if !self.pending.is_empty() || self.overlong {
+            self.end_line(&mut events);
         }
         Self::take_line(&mut self.data, b"", &mut events);
         events.pop()
@@ -700,6 +709,34 @@ mod tests {
         let mut decoder = SseDecoder::default();
         assert!(decoder.push(b"data: tail\r").is_empty());
         assert_eq!(decoder.finish().as_deref(), Some("tail"));
+    }
+
+    #[test]
+    fn sse_a_long_line_in_small_pieces_is_read_once_per_byte() {
+        // 256 KiB in 16-byte pieces: rescanning the pending line on each
+        // piece (as before) looked at ~2 * 10^9 bytes here
+        let text = "y".repeat(256 * 1024);
+        let body = format!("data: {text}\n\n");
+        let mut decoder = SseDecoder::default();
+        let events: Vec<String> = body
+            .as_bytes()
+            .chunks(16)
+            .flat_map(|piece| decoder.push(piece))
+            .collect();
+        assert_eq!(events, vec![text]);
+    }
+
+    #[test]
+    fn sse_a_line_longer_than_the_limit_is_dropped_and_the_stream_goes_on() {
+        let mut decoder = SseDecoder::default();
+        let endless = vec![b'z'; SSE_MAX_LINE + 10];
+        let mut events = decoder.push(b"data: ");
+        for piece in endless.chunks(64 * 1024) {
+            events.extend(decoder.push(piece));
+            assert!(decoder.pending.len() <= SSE_MAX_LINE);
+        }
+        events.extend(decoder.push(b"\n\ndata: after\n\n"));
+        assert_eq!(events, vec!["after".to_owned()]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::time::Duration;
 pub use crate::core::store::{ClaimGuard, MessageRecord, Store, StoreError};
 
 /// How the writer groups concurrent writes into one transaction
-/// (`database.batch_max`, `database.batch_wait_us`).
+/// (`database.batch_max`, `database.batch_wait_us`), and how long SQLite
+/// waits for a lock another process holds (`database.busy_timeout_ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
     /// Most requests in one transaction.
@@ -23,6 +24,10 @@ pub struct BatchPolicy {
     /// PostgreSQL: batches run at once, each on its own connection
     /// (`database.writers`); SQLite always runs one.
     pub writers: usize,
+    /// SQLite: how long a statement waits for a lock held by another
+    /// connection or process before it fails (then the caller gets
+    /// `unavailable`). PostgreSQL ignores it.
+    pub busy_timeout: Duration,
 }
 
 impl Default for BatchPolicy {
@@ -31,6 +36,7 @@ impl Default for BatchPolicy {
             max: 256,
             wait: Duration::from_micros(100),
             writers: 4,
+            busy_timeout: Duration::from_secs(10),
         }
     }
 }

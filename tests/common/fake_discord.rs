@@ -2,7 +2,10 @@
 //! serenity calls when its REST base is pointed here) and the gateway
 //! WebSocket (HELLO, IDENTIFY → READY, heartbeat ACK, dispatches). Every
 //! REST request is recorded; tests wait on them instead of sleeping.
-//! Payloads are shaped as Discord documents them.
+//! Payloads are shaped as Discord documents them. Faults can be switched
+//! on: REST calls answered 429 (with `retry_after`) or 5xx
+//! ([`FakeDiscord::fail_next`]), gateway connections dropped without a
+//! close frame ([`FakeDiscord::drop_gateway`]).
 
 #![allow(dead_code)] // Each test binary uses a different part of the fake.
 
@@ -43,6 +46,28 @@ pub struct Recorded {
     pub path: String,
     /// The JSON body (Null when empty or not JSON).
     pub body: Value,
+    /// The status the fake answered with (a fault's, or 200-ish).
+    pub status: u16,
+}
+
+/// A failure the fake answers a REST call with instead of the real answer.
+#[derive(Debug, Clone, Copy)]
+pub enum RestFault {
+    /// 429 with `retry_after` seconds in the `Retry-After` header and the
+    /// JSON body, as Discord's per-route limits answer.
+    RateLimited {
+        /// Seconds to wait (fractions allowed, as Discord sends them).
+        retry_after_s: f64,
+    },
+    /// This status (e.g. 502) with Discord's JSON error body.
+    Status(u16),
+}
+
+/// Faults queued for REST calls of one method whose path starts with a prefix.
+struct QueuedFaults {
+    method: String,
+    path_prefix: String,
+    faults: std::collections::VecDeque<RestFault>,
 }
 
 #[derive(Default)]
@@ -53,6 +78,9 @@ struct Shared {
     ready_sent: Mutex<u32>,
     seq: Mutex<u64>,
     addr: Mutex<Option<SocketAddr>>,
+    faults: Mutex<Vec<QueuedFaults>>,
+    /// Bumped by `drop_gateway`; each session ends when it changes.
+    drops: tokio::sync::watch::Sender<u64>,
 }
 
 /// The running fake.
@@ -194,6 +222,24 @@ impl FakeDiscord {
         FakeDiscord { addr, shared, task }
     }
 
+    /// Answers the next REST calls of `method` whose path (without
+    /// `/api/v10`) starts with `path_prefix` with `faults`, one each, in
+    /// order; later calls are answered normally again.
+    pub fn fail_next(&self, method: &str, path_prefix: &str, faults: &[RestFault]) {
+        self.shared.faults.lock().unwrap().push(QueuedFaults {
+            method: method.to_string(),
+            path_prefix: path_prefix.to_string(),
+            faults: faults.iter().copied().collect(),
+        });
+    }
+
+    /// Drops every open gateway connection at once, without a close
+    /// frame, as a network failure does.
+    pub fn drop_gateway(&self) {
+        self.shared.sessions.lock().unwrap().clear();
+        self.shared.drops.send_modify(|n| *n += 1);
+    }
+
     /// The REST base to give swarmbridge (`SWARMBRIDGE_DISCORD_API_BASE`).
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -332,6 +378,49 @@ async fn rest(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let addr = shared.addr.lock().unwrap().expect("addr set");
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let fault = {
+        let mut queued = shared.faults.lock().unwrap();
+        queued
+            .iter_mut()
+            .find(|q| {
+                q.method == method.as_str()
+                    && path.starts_with(&q.path_prefix)
+                    && !q.faults.is_empty()
+            })
+            .and_then(|q| q.faults.pop_front())
+    };
+    if let Some(fault) = fault {
+        let resp = match fault {
+            RestFault::RateLimited { retry_after_s } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", retry_after_s.to_string())],
+                Json(json!({
+                    "message": "You are being rate limited.",
+                    "retry_after": retry_after_s,
+                    "global": false
+                })),
+            )
+                .into_response(),
+            RestFault::Status(code) => (
+                StatusCode::from_u16(code).expect("a valid status"),
+                Json(
+                    json!({ "message": format!("{code}: fault injected by the test"), "code": 0 }),
+                ),
+            )
+                .into_response(),
+        };
+        let status = resp.status().as_u16();
+        record(
+            &shared,
+            Recorded {
+                method: method.to_string(),
+                path,
+                body,
+                status,
+            },
+        );
+        return resp;
+    }
     let resp = match (method.as_str(), parts.as_slice()) {
         ("GET", ["gateway"]) => Json(json!({ "url": format!("ws://{addr}/gateway") })).into_response(),
         ("GET", ["gateway", "bot"]) => Json(json!({
@@ -381,6 +470,7 @@ async fn rest(
             method: method.to_string(),
             path,
             body,
+            status: resp.status().as_u16(),
         },
     );
     resp
@@ -399,6 +489,8 @@ async fn gateway(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Res
 }
 
 async fn session(shared: Arc<Shared>, socket: WebSocket) {
+    let mut drops = shared.drops.subscribe();
+    drops.mark_unchanged();
     let (mut out, mut inp) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let hello = json!({ "op": 10, "d": { "heartbeat_interval": 41250 }, "s": null, "t": null });
@@ -411,6 +503,8 @@ async fn session(shared: Arc<Shared>, socket: WebSocket) {
     }
     loop {
         tokio::select! {
+            // dropping both halves closes the TCP connection without a close frame
+            _ = drops.changed() => return,
             Some(frame) = rx.recv() => {
                 if out.send(Message::Text(frame.into())).await.is_err() {
                     return;

@@ -65,6 +65,8 @@ struct Shared {
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
     next_id: AtomicU64,
+    /// Bumped by `drop_connections`; each connection ends when it changes.
+    drops: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -146,6 +148,7 @@ impl FakeTwitch {
             }),
             version: watch::channel(0).0,
             next_id: AtomicU64::new(1),
+            drops: watch::channel(0).0,
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -309,6 +312,12 @@ impl FakeTwitch {
         id
     }
 
+    /// Closes every live connection at once without a word (no RECONNECT,
+    /// no QUIT), as a network failure or a crashed edge server does.
+    pub fn drop_connections(&self) {
+        self.shared.drops.send_modify(|n| *n += 1);
+    }
+
     /// Tells every live connection to reconnect, as Twitch does before a restart.
     pub fn reconnect(&self) {
         let inner = self.shared.lock();
@@ -341,7 +350,16 @@ async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, id: u64) {
     });
     let mut lines = BufReader::new(read).lines();
     let mut refused_login = false;
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut drops = shared.drops.subscribe();
+    drops.mark_unchanged();
+    loop {
+        let line = tokio::select! {
+            _ = drops.changed() => break,
+            read = lines.next_line() => match read {
+                Ok(Some(line)) => line,
+                _ => break,
+            },
+        };
         let at = Instant::now();
         let (_, _, cmd, params) = parse(&line);
         let mut inner = shared.lock();

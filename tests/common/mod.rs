@@ -7,6 +7,7 @@ pub mod fake_discord;
 pub mod fake_embeddings;
 pub mod fake_openai;
 pub mod fake_twitch;
+pub mod fault_proxy;
 pub mod http_api;
 pub mod pg_cluster;
 pub mod webdriver;

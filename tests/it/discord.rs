@@ -843,3 +843,113 @@ async fn slash_search_takes_a_mode_and_semantic_finds_a_paraphrase() {
         .await;
     assert!(embed_text(&cb.body["data"]).contains("mode"), "{}", cb.body);
 }
+
+// ---- faults: Discord answering 429 / 5xx, the gateway dropping -------------
+
+/// The announcement posts so far, in order.
+fn announcement_posts(fake: &FakeDiscord) -> Vec<Recorded> {
+    fake.matching(|r| {
+        r.method == "POST" && r.path == format!("/channels/{ANNOUNCE_CHANNEL_ID}/messages")
+    })
+}
+
+#[tokio::test]
+async fn an_announcement_answered_429_is_posted_after_discords_retry_after() {
+    let fake = FakeDiscord::spawn().await;
+    let path = format!("/channels/{ANNOUNCE_CHANNEL_ID}/messages");
+    fake.fail_next(
+        "POST",
+        &path,
+        &[RestFault::RateLimited { retry_after_s: 0.3 }],
+    );
+    let srv = gateway_server(&fake, |_| {}).await;
+    let mut op = srv.operator("boss").await;
+    op.create_task(json!({ "title": "announce me despite the 429" }))
+        .await;
+    fake.wait_for(|r| {
+        r.path == path && r.status == 200 && r.body.to_string().contains("despite the 429")
+    })
+    .await;
+    let statuses: Vec<u16> = announcement_posts(&fake).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 200], "one refusal, then the same message");
+}
+
+#[tokio::test]
+async fn an_announcement_answered_5xx_is_tried_again_until_discord_takes_it() {
+    let fake = FakeDiscord::spawn().await;
+    let path = format!("/channels/{ANNOUNCE_CHANNEL_ID}/messages");
+    fake.fail_next(
+        "POST",
+        &path,
+        &[RestFault::Status(502), RestFault::Status(503)],
+    );
+    let srv = gateway_server(&fake, |_| {}).await;
+    let mut op = srv.operator("boss").await;
+    op.create_task(json!({ "title": "announce me despite the 5xx" }))
+        .await;
+    fake.wait_for(|r| {
+        r.path == path && r.status == 200 && r.body.to_string().contains("despite the 5xx")
+    })
+    .await;
+    let posts = announcement_posts(&fake);
+    let statuses: Vec<u16> = posts.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [502, 503, 200]);
+    assert!(
+        posts.iter().all(|r| r.body == posts[0].body),
+        "the same message each time"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_gateway_connection_comes_back_and_commands_and_announcements_work_again() {
+    let fake = FakeDiscord::spawn().await;
+    let srv = gateway_server(&fake, |_| {}).await;
+    let mut agent = srv.agent("worker", &[]).await;
+
+    fake.drop_gateway();
+    fake.wait_ready_n(2, Duration::from_secs(20)).await;
+    fake.interaction(command_interaction(
+        31,
+        "tok-31",
+        "task",
+        sub(
+            "create",
+            json!([{ "name": "title", "type": 3, "value": "after the drop" }]),
+        ),
+        operator(),
+    ));
+    let created = agent.event("task.created").await;
+    assert_eq!(created["data"]["task"]["title"], "after the drop");
+    fake.wait_for(|r| r.path == "/interactions/31/tok-31/callback")
+        .await;
+    fake.wait_for(|r| {
+        r.path == format!("/channels/{ANNOUNCE_CHANNEL_ID}/messages")
+            && r.body.to_string().contains("after the drop")
+    })
+    .await;
+    let (status, ready) = crate::common::http_api::get(&srv.http_url(), "/ready", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["discord"], "up", "{ready}");
+}
+
+#[tokio::test]
+async fn a_number_option_beyond_64_bits_is_refused_instead_of_saturated() {
+    let fake = FakeDiscord::spawn().await;
+    let _srv = gateway_server(&fake, |_| {}).await;
+    fake.interaction(command_interaction(
+        41,
+        "tok-41",
+        "task",
+        sub(
+            "show",
+            json!([{ "name": "task_id", "type": 10, "value": 1e30 }]),
+        ),
+        operator(),
+    ));
+    let cb = fake
+        .wait_for(|r| r.path == "/interactions/41/tok-41/callback")
+        .await;
+    let text = embed_text(&cb.body["data"]);
+    assert!(text.contains("out of range"), "{}", cb.body);
+    assert!(!text.contains("9223372036854775807"), "{}", cb.body);
+}

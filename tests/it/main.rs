@@ -15,6 +15,7 @@ mod cli;
 mod dashboard;
 mod discord;
 mod embeddings;
+mod faults;
 mod fuzz_corpus;
 mod inbox;
 mod insights;

@@ -15,7 +15,7 @@ async fn search(c: &mut Client, fields: Value) -> Vec<Value> {
         }
     }
     let r = c.ok(frame, "results").await;
-    assert_eq!(r["mode"], "text", "{r}");
+    assert_eq!(r["mode"], "fulltext", "{r}");
     r["results"].as_array().expect("results is a list").clone()
 }
 
@@ -342,7 +342,7 @@ async fn the_http_search_answers_results_and_mode_without_type_or_re() {
     .await;
     assert_eq!(st, 200, "{v}");
     assert!(v.get("type").is_none() && v.get("re").is_none(), "{v}");
-    assert_eq!(v["mode"], "text");
+    assert_eq!(v["mode"], "fulltext");
     assert_eq!(v["results"][0]["id"], t["id"]);
     assert_eq!(v["results"][0]["kind"], "task");
 

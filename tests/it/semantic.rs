@@ -145,7 +145,7 @@ async fn semantic_search_finds_a_paraphrase_that_text_search_cannot() {
     indexed(&srv, 2).await;
     let q = "who fixed the login timeout?";
     let text = search(&mut a, json!({"query": q, "mode": "text"})).await;
-    assert_eq!(text["mode"], "text");
+    assert_eq!(text["mode"], "fulltext");
     assert!(ids(&text, "task").is_empty(), "{text}");
     let sem = search(&mut a, json!({"query": q, "mode": "semantic"})).await;
     assert_eq!(sem["mode"], "semantic");
@@ -221,7 +221,7 @@ async fn without_embeddings_the_default_is_text_and_semantic_says_how_to_configu
     a.create_task(json!({"title":"Fix the build","body":"linker"}))
         .await;
     let r = search(&mut a, json!({"query":"linker"})).await;
-    assert_eq!(r["mode"], "text");
+    assert_eq!(r["mode"], "fulltext");
     assert_eq!(r["degraded"], false);
     let e = a
         .err(

@@ -624,3 +624,31 @@ async fn twitch_rate_limit_refusals_are_counted_in_metrics() {
     assert!(sample_value(&lines[0]) >= 1.0, "{lines:?}");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_dropped_connection_is_reconnected_once_and_the_channel_rejoined() {
+    let _one = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let mut srv = twitch_server(&fake, |c| {
+        c.twitch.announce.enabled = false;
+        c.twitch.reconnect.base_ms = 200;
+        c.twitch.reconnect.min_interval_ms = 0;
+    })
+    .await;
+    fake.wait_joined(CH).await;
+    let first = fake.attempts();
+
+    fake.drop_connections();
+    fake.wait_for("a new connection that joined", |f| {
+        f.sent()
+            .iter()
+            .any(|s| s.conn > first && s.raw.starts_with("JOIN"))
+    })
+    .await;
+    fake.wait_joined(CH).await;
+    let id = fake.say(CH, "viewer1", "", "!status");
+    let reply = fake.reply_to(&id).await;
+    assert!(reply.text.starts_with("@viewer1"), "{reply:?}");
+    assert_eq!(fake.attempts(), first + 1, "one reconnection, no storm");
+    srv.stop().await;
+}

@@ -131,7 +131,7 @@ pub async fn serve_rpc(
 
 /// The method and params of a JSON-RPC 2.0 request; InvalidRequest says
 /// what is missing.
-fn envelope(request: Value) -> Result<(String, Value), A2aError> {
+pub fn envelope(request: Value) -> Result<(String, Value), A2aError> {
     if request.is_array() {
         return Err(A2aError::InvalidRequest(
             "Invalid Request: batch requests are not supported; send one request object".into(),
@@ -234,16 +234,7 @@ async fn create_task(
     caller: &Caller,
     p: &wire::SendMessageParams,
 ) -> Result<Task, A2aError> {
-    let context_id = match p.message.context_id.as_deref().map(str::trim) {
-        Some(c) if c.chars().count() > wire::MAX_CONTEXT_ID_CHARS => {
-            return Err(A2aError::InvalidParams(format!(
-                "contextId is limited to {} characters",
-                wire::MAX_CONTEXT_ID_CHARS
-            )))
-        }
-        Some(c) if !c.is_empty() => c.to_string(),
-        _ => uuid::Uuid::new_v4().to_string(),
-    };
+    let context_id = wire::given_context_id(p)?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let fields = wire::task_fields(p, &context_id)?;
     let cmd = parse::command_in(&app.core.catalog, "task.create", fields)
         .map_err(|e| A2aError::from_core(e, false))?;

@@ -16,7 +16,7 @@ pub const A2A_TAG: &str = "a2a";
 /// The longest `contextId` a client may choose (a task tag is at most 64 characters).
 pub const MAX_CONTEXT_ID_CHARS: usize = 64 - CONTEXT_TAG.len();
 /// The longest title taken from a message's first line.
-const MAX_TITLE_CHARS: usize = 120;
+pub const MAX_TITLE_CHARS: usize = 120;
 
 /// An A2A error: the spec's JSON-RPC code, a message saying what was wrong,
 /// and (for errors the core raised) the swarmbridge error code in `data`.
@@ -207,6 +207,18 @@ pub struct TaskIdParams {
 pub fn params<T: serde::de::DeserializeOwned>(method: &str, params: Value) -> Result<T, A2aError> {
     serde_json::from_value(params)
         .map_err(|e| A2aError::InvalidParams(format!("bad {method} params: {e}")))
+}
+
+/// The `contextId` the message names (trimmed), None when it names none;
+/// InvalidParams when it is too long.
+pub fn given_context_id(p: &SendMessageParams) -> Result<Option<String>, A2aError> {
+    match p.message.context_id.as_deref().map(str::trim) {
+        Some(c) if c.chars().count() > MAX_CONTEXT_ID_CHARS => Err(A2aError::InvalidParams(
+            format!("contextId is limited to {MAX_CONTEXT_ID_CHARS} characters"),
+        )),
+        Some(c) if !c.is_empty() => Ok(Some(c.to_string())),
+        _ => Ok(None),
+    }
 }
 
 /// The swarm task id an A2A task id names.

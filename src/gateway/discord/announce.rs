@@ -2,7 +2,10 @@
 //! of events is collected for `discord.announce_coalesce_ms` and posted as
 //! one embed, and our own governor cap (`announce_burst` messages per
 //! `announce_period_s`) sits on top of serenity's per-route buckets, so a
-//! storm of events never turns into a storm of messages.
+//! storm of events never turns into a storm of messages. A 429 is waited
+//! out by serenity (its `retry_after`); a 5xx or no answer at all is tried
+//! again [`ATTEMPTS`] times with a doubling wait before the batch is given
+//! up (and logged).
 //!
 //! Durable across restarts and fail-overs ([`crate::core::announce`]): the
 //! announcer starts from the channel's mark (events committed while nobody
@@ -25,6 +28,24 @@ use tokio_util::sync::CancellationToken;
 
 /// Events in one message at most; more wait for the next message.
 const BATCH_MAX: usize = 20;
+
+/// Tries per announcement when Discord answers 5xx or not at all.
+pub const ATTEMPTS: u32 = 4;
+/// The wait before the second try; it doubles for each further one.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+
+/// True when Discord may take the same message later: a server error, a
+/// 429 serenity did not wait out, or no answer.
+fn worth_retrying(e: &serenity::Error) -> bool {
+    use serenity::http::HttpError;
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => {
+            r.status_code.is_server_error() || r.status_code.as_u16() == 429
+        }
+        serenity::Error::Http(HttpError::Request(_)) => true,
+        _ => false,
+    }
+}
 
 /// Posts announcements to one channel until `stop` fires.
 pub struct Announcer {
@@ -117,17 +138,34 @@ impl Announcer {
                 _ = stop.cancelled() => return,
                 _ = self.limiter.until_ready() => {}
             }
-            let embed = render::announcement_embed(&pending, missed);
-            let sent = self
-                .http
-                .send_message(self.channel, vec![], &CreateMessage::new().embed(embed))
-                .await;
-            match sent {
-                Ok(_) => {
-                    tracing::debug!(platform = "discord", events = pending.len(), "announced");
-                }
-                Err(e) => {
-                    tracing::warn!(platform = "discord", error = %e, events = pending.len(), "announcement failed");
+            let message = CreateMessage::new().embed(render::announcement_embed(&pending, missed));
+            let mut attempt = 1;
+            loop {
+                match self.http.send_message(self.channel, vec![], &message).await {
+                    Ok(_) => {
+                        tracing::debug!(platform = "discord", events = pending.len(), "announced");
+                        break;
+                    }
+                    Err(e) if attempt < ATTEMPTS && worth_retrying(&e) => {
+                        let wait = RETRY_BASE * 2u32.pow(attempt - 1);
+                        tracing::warn!(
+                            platform = "discord", error = %e, events = pending.len(), attempt,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "announcement failed; trying again"
+                        );
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            platform = "discord", error = %e, events = pending.len(), attempt,
+                            "announcement failed; given up"
+                        );
+                        break;
+                    }
                 }
             }
             pending.clear();

@@ -105,6 +105,9 @@ fn flatten(name: &str, options: &[CommandDataOption]) -> (String, Vec<CommandDat
     (name.to_string(), options.to_vec())
 }
 
+/// 2^63: whole numbers in `-I64_RANGE..I64_RANGE` convert to i64 exactly.
+const I64_RANGE: f64 = 9_223_372_036_854_775_808.0;
+
 fn to_args(spec: &CommandSpec, options: &[CommandDataOption]) -> Result<Args, CoreError> {
     let mut args = Args::new();
     for o in options {
@@ -112,7 +115,16 @@ fn to_args(spec: &CommandSpec, options: &[CommandDataOption]) -> Result<Args, Co
             CommandDataOptionValue::String(s) => ArgValue::Str(s.clone()),
             CommandDataOptionValue::Integer(i) => ArgValue::Int(*i),
             CommandDataOptionValue::Boolean(b) => ArgValue::Bool(*b),
-            CommandDataOptionValue::Number(n) if n.fract() == 0.0 => ArgValue::Int(*n as i64),
+            CommandDataOptionValue::Number(n) if n.fract() == 0.0 => {
+                // `as` would saturate 1e30 to i64::MAX and pass it on as if typed
+                if !(-I64_RANGE..I64_RANGE).contains(n) {
+                    return Err(CoreError::bad_request(format!(
+                        "option {} is out of range: {n} is not a 64-bit integer",
+                        o.name
+                    )));
+                }
+                ArgValue::Int(*n as i64)
+            }
             _ => {
                 return Err(CoreError::bad_request(format!(
                     "option {} has a type {} does not take",

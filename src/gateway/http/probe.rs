@@ -22,7 +22,9 @@ pub async fn health() -> Response {
 }
 
 /// `GET /ready`: 200 when the database answers, 503 (with a JSON error)
-/// otherwise. Either way the body also says how the chat platforms are
+/// otherwise, or while writes fail for want of disk space or a lock
+/// (`database`: `disk_full`, `locked`; a probe write on each call tells
+/// when they work again). Either way the body also says how the chat platforms are
 /// (`discord`, `twitch`: `off`, `down` or `up`) and why Twitch is down
 /// (`twitch_error`, e.g. a refused login); they do not decide readiness.
 pub async fn ready(State(app): State<AppState>) -> Response {
@@ -38,11 +40,19 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         Json(body).into_response()
     } else {
         body["status"] = json!("unavailable");
-        body["database"] = json!("unreachable");
-        body["error"] = json!({
-            "code": "unavailable",
-            "message": "the database does not answer",
-        });
+        let (state, message) = match app.core.database_write_fault() {
+            Some("disk_full") => (
+                "disk_full",
+                "the database's disk is full: writes are refused until space is freed",
+            ),
+            Some(_) => (
+                "locked",
+                "the database is locked by another process: writes are refused until it lets go",
+            ),
+            None => ("unreachable", "the database does not answer"),
+        };
+        body["database"] = json!(state);
+        body["error"] = json!({ "code": "unavailable", "message": message });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

@@ -32,7 +32,7 @@ pub struct SearchParams {
     pub mode: Option<String>,
 }
 
-/// Searches tasks and messages (role viewer): `{"results": [...], "mode": "text", "degraded": false}`.
+/// Searches tasks and messages (role viewer): `{"results": [...], "mode": "fulltext", "degraded": false}`.
 #[utoipa::path(
     get, path = "/api/search", operation_id = "search", tag = "search", params(SearchParams),
     security(("bearer" = [])),

@@ -53,7 +53,41 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Db(Box::new(e))
+        match fault_of_sqlx(&e) {
+            Some(WriteFault::DiskFull) => StoreError::DiskFull(e.to_string()),
+            Some(WriteFault::Locked) => StoreError::Locked(e.to_string()),
+            None => StoreError::Db(Box::new(e)),
+        }
+    }
+}
+
+/// A failure that says the database cannot take writes right now (rather
+/// than that a statement is wrong); it lasts until space is freed or the
+/// other process lets go of the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WriteFault {
+    /// SQLITE_FULL: the disk or quota is full.
+    DiskFull,
+    /// SQLITE_BUSY / SQLITE_LOCKED past the busy timeout.
+    Locked,
+}
+
+/// The write fault a sqlx error reports, from SQLite's (extended) result code.
+fn fault_of_sqlx(e: &sqlx::Error) -> Option<WriteFault> {
+    let code: i32 = e.as_database_error()?.code()?.parse().ok()?;
+    fault_of_code(code)
+}
+
+/// The write fault an error of the writer thread's connection reports.
+pub(super) fn fault_of(e: &rusqlite::Error) -> Option<WriteFault> {
+    fault_of_code(e.sqlite_error()?.extended_code)
+}
+
+fn fault_of_code(code: i32) -> Option<WriteFault> {
+    match code & 0xff {
+        13 => Some(WriteFault::DiskFull),
+        5 | 6 => Some(WriteFault::Locked),
+        _ => None,
     }
 }
 
@@ -71,11 +105,18 @@ pub struct SqliteStore {
     log: Arc<CommitLog>,
     /// Checkpoints the WAL off the writer's path (file databases only).
     _checkpoints: Option<checkpoint::Checkpointer>,
+    /// A probe write (see [`SqliteStore::probe_write`]) is under way.
+    probing: std::sync::atomic::AtomicBool,
 }
+
+/// How much a probe write writes: enough pages that a full disk shows.
+const PROBE_BYTES: i64 = 64 * 1024;
+/// How long `/ready` waits for a probe write.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Turns `swarmbridge.db`, `./x.db`, `sqlite:x.db` or `sqlite://x.db?mode=rwc`
 /// into connect options that create the file when missing.
-fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+fn connect_options(url: &str, busy_timeout: Duration) -> Result<SqliteConnectOptions, StoreError> {
     let opts = if url.starts_with("sqlite:") {
         SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(format!("bad SQLite URL {url:?}: {e}")))?
@@ -85,12 +126,13 @@ fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
     Ok(tuned(
         opts.create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal),
+        busy_timeout,
     ))
 }
 
-fn tuned(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+fn tuned(opts: SqliteConnectOptions, busy_timeout: Duration) -> SqliteConnectOptions {
     opts.synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(busy_timeout)
         .foreign_keys(true)
         .pragma("temp_store", "memory")
         // A 2 MiB page cache (SQLite's default) sends most B-tree reads of a
@@ -114,6 +156,7 @@ const WRITER_STATEMENTS: usize = 128;
 fn open_writer(
     opts: &SqliteConnectOptions,
     memory: bool,
+    busy_timeout: Duration,
 ) -> Result<rusqlite::Connection, StoreError> {
     use rusqlite::OpenFlags;
     let mut flags = OpenFlags::SQLITE_OPEN_URI
@@ -126,10 +169,11 @@ fn open_writer(
         OpenFlags::SQLITE_OPEN_PRIVATE_CACHE
     };
     let conn = rusqlite::Connection::open_with_flags(opts.get_filename(), flags)?;
+    conn.busy_timeout(busy_timeout)?;
     let journal = if memory { "MEMORY" } else { "WAL" };
     conn.execute_batch(&format!("PRAGMA journal_mode = {journal}"))?;
     conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
          PRAGMA temp_store = memory; PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456;",
     )?;
     if !memory {
@@ -164,7 +208,7 @@ impl SqliteStore {
         batch: BatchPolicy,
         sink: Arc<dyn EventSink>,
     ) -> Result<Self, StoreError> {
-        let opts = connect_options(url)?;
+        let opts = connect_options(url, batch.busy_timeout)?;
         Self::open_with(
             opts.clone(),
             opts.read_only(true),
@@ -190,6 +234,7 @@ impl SqliteStore {
                 .shared_cache(true)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Memory),
+            batch.busy_timeout,
         );
         Self::open_with(opts.clone(), opts, true, 2, batch, sink).await
     }
@@ -213,7 +258,7 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(read_opts)
             .await?;
-        let writer_conn = open_writer(&write_opts, memory)?;
+        let writer_conn = open_writer(&write_opts, memory, batch.busy_timeout)?;
         // the migrating connection is done; the writer thread's is the only one that writes
         conn.close().await?;
         let counts = Self::count_tasks(&readers).await?;
@@ -224,6 +269,7 @@ impl SqliteStore {
             false => Some(checkpoint::Checkpointer::start(open_writer(
                 &write_opts,
                 false,
+                batch.busy_timeout,
             )?)?),
         };
         Ok(SqliteStore {
@@ -231,17 +277,41 @@ impl SqliteStore {
             readers,
             log,
             _checkpoints: checkpoints,
+            probing: Default::default(),
         })
     }
 
     /// Applies the migrations only; returns how many were applied now.
     pub async fn migrate_only(url: &str) -> Result<usize, StoreError> {
         vectors::register_sqlite_vec();
-        let mut conn = connect_options(url)?.connect().await?;
+        let mut conn = connect_options(url, BatchPolicy::default().busy_timeout)?
+            .connect()
+            .await?;
         let before: i64 = applied_migrations(&mut conn).await;
         MIGRATOR.run(&mut conn).await?;
         let after: i64 = applied_migrations(&mut conn).await;
         Ok((after - before).max(0) as usize)
+    }
+
+    /// After a write fault: writes a row of [`PROBE_BYTES`] through the
+    /// writer (one probe at a time, waiting at most [`PROBE_WAIT`]); true
+    /// when it committed, which also clears the fault.
+    async fn probe_write(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let write = self.writer.write(|conn, now| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO write_probe (id, written_at, filler) \
+                 VALUES (1, ?1, randomblob(?2))",
+            )?
+            .execute(rusqlite::params![now, PROBE_BYTES])?;
+            Ok(((), Vec::new(), Vec::new()))
+        });
+        let ok = matches!(tokio::time::timeout(PROBE_WAIT, write).await, Ok(Ok(())));
+        self.probing.store(false, Ordering::Release);
+        ok
     }
 
     /// Tasks by state, counted on the writer thread's connection.
@@ -265,10 +335,18 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> bool {
-        sqlx::query_scalar::<_, i64>("SELECT 1")
+        let reads = sqlx::query_scalar::<_, i64>("SELECT 1")
             .fetch_one(&self.readers)
             .await
-            .is_ok()
+            .is_ok();
+        reads && (self.writer.fault().is_none() || self.probe_write().await)
+    }
+
+    fn write_fault(&self) -> Option<&'static str> {
+        self.writer.fault().map(|f| match f {
+            WriteFault::DiskFull => "disk_full",
+            WriteFault::Locked => "locked",
+        })
     }
 
     fn task_counts(&self) -> TaskCounts {

@@ -11,13 +11,16 @@
 //!   answered with its own error; its neighbours commit.
 //! - A failing commit (disk full, locked past the busy timeout, a
 //!   constraint) answers every request of the batch with
-//!   [`StoreError::CommitFailed`] naming the cause, logs it once, and the
-//!   writer goes on with the next batch.
+//!   [`StoreError::CommitFailed`] naming the cause (or
+//!   [`StoreError::DiskFull`] / [`StoreError::Locked`], which the caller
+//!   sees as such), logs it once, and the writer goes on with the next
+//!   batch. A disk-full or lock failure is remembered as the store's
+//!   [`WriteFault`] until a batch that changed something commits.
 //! - Events are published after the commit, in `seq` order, before the next
 //!   batch starts, so the bus sees every event once and in order.
 
 use super::events::{insert_events, load_events_between_on};
-use super::SqliteStore;
+use super::{fault_of, SqliteStore, WriteFault};
 use crate::clock::{now_ms, Millis};
 use crate::core::events::{CommittedEvent, NewEvent};
 use crate::core::store::{record_duration, CommitLog, CountDelta, StoreError};
@@ -25,7 +28,7 @@ use crate::store::BatchPolicy;
 use rusqlite::Connection;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,6 +57,45 @@ enum Request {
 /// The handle every store call uses to reach the writer thread.
 pub(super) struct WriterHandle {
     tx: mpsc::Sender<Request>,
+    fault: Arc<Mutex<Option<WriteFault>>>,
+}
+
+/// Why a batch could not commit, kept so that each of its requests gets
+/// its own copy of the error.
+#[derive(Debug, Clone)]
+struct Failure {
+    fault: Option<WriteFault>,
+    cause: String,
+}
+
+impl Failure {
+    fn of_sqlite(e: &rusqlite::Error) -> Failure {
+        Failure {
+            fault: fault_of(e),
+            cause: e.to_string(),
+        }
+    }
+
+    fn of_store(e: &StoreError) -> Failure {
+        let fault = match e {
+            StoreError::DiskFull(_) => Some(WriteFault::DiskFull),
+            StoreError::Locked(_) => Some(WriteFault::Locked),
+            _ => None,
+        };
+        Failure {
+            fault,
+            cause: e.to_string(),
+        }
+    }
+
+    /// The error a request of the failed batch is answered with.
+    fn error(&self) -> StoreError {
+        match self.fault {
+            Some(WriteFault::DiskFull) => StoreError::DiskFull(self.cause.clone()),
+            Some(WriteFault::Locked) => StoreError::Locked(self.cause.clone()),
+            None => StoreError::CommitFailed(self.cause.clone()),
+        }
+    }
 }
 
 impl WriterHandle {
@@ -65,12 +107,24 @@ impl WriterHandle {
         batch: BatchPolicy,
     ) -> Result<WriterHandle, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer { conn, log, batch };
+        let fault = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            conn,
+            log,
+            batch,
+            fault: fault.clone(),
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Db(Box::new(e)))?;
-        Ok(WriterHandle { tx })
+        Ok(WriterHandle { tx, fault })
+    }
+
+    /// The disk-full or lock failure of the last write that failed, while
+    /// no write has committed since.
+    pub(super) fn fault(&self) -> Option<WriteFault> {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` as one request of the next batch and returns its value once
@@ -119,6 +173,7 @@ struct Writer {
     conn: Connection,
     log: Arc<CommitLog>,
     batch: BatchPolicy,
+    fault: Arc<Mutex<Option<WriteFault>>>,
 }
 
 /// One request of a batch after its work ran.
@@ -187,11 +242,12 @@ impl Writer {
         let started = Instant::now();
         let now = now_ms();
         if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
-            let cause = e.to_string();
-            tracing::error!(error = %cause, requests = batch.len(), "could not begin a write transaction");
+            let failure = Failure::of_sqlite(&e);
+            tracing::error!(error = %failure.cause, requests = batch.len(), "could not begin a write transaction");
             let _ = exec(&self.conn, "ROLLBACK");
+            self.note(failure.fault, false);
             for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(StoreError::CommitFailed(cause.clone())));
+                let _ = reply.send(Err(failure.error()));
             }
             return;
         }
@@ -201,7 +257,7 @@ impl Writer {
         while let Some((work, reply)) = batch.pop_front() {
             if let Err(e) = exec(&self.conn, "SAVEPOINT req") {
                 batch.push_front((work, reply));
-                tx_lost = Some(e.to_string());
+                tx_lost = Some(Failure::of_sqlite(&e));
                 break;
             }
             let outcome = work(&self.conn, now);
@@ -226,7 +282,7 @@ impl Writer {
                 }),
             }
             if let Err(e) = closed {
-                tx_lost = Some(e.to_string());
+                tx_lost = Some(Failure::of_sqlite(&e));
                 break;
             }
             if done.len() >= self.batch.max {
@@ -234,25 +290,29 @@ impl Writer {
             }
         }
         let committed = match tx_lost {
-            Some(cause) => Err(cause),
+            Some(failure) => Err(failure),
             None => self.append_and_commit(now, events),
         };
         match committed {
             Ok(committed) => {
                 record_duration("write", started);
+                if done.iter().any(|d| d.outcome.is_ok()) {
+                    self.note(None, true);
+                }
                 self.publish(done, committed);
             }
-            Err(cause) => {
+            Err(failure) => {
                 let _ = exec(&self.conn, "ROLLBACK");
+                self.note(failure.fault, false);
                 let failed = done.iter().filter(|d| d.outcome.is_ok()).count();
                 tracing::error!(
-                    error = %cause,
+                    error = %failure.cause,
                     requests = failed,
                     "write batch could not commit; each of its requests is answered `internal`"
                 );
                 for d in done {
                     let res = match d.outcome {
-                        Ok(_) => Err(StoreError::CommitFailed(cause.clone())),
+                        Ok(_) => Err(failure.error()),
                         Err(e) => Err(e),
                     };
                     let _ = d.reply.send(res);
@@ -266,10 +326,25 @@ impl Writer {
         &mut self,
         now: Millis,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<CommittedEvent>, String> {
-        let committed = insert_events(&self.conn, now, events).map_err(|e| e.to_string())?;
-        exec(&self.conn, "COMMIT").map_err(|e| e.to_string())?;
+    ) -> Result<Vec<CommittedEvent>, Failure> {
+        let committed =
+            insert_events(&self.conn, now, events).map_err(|e| Failure::of_store(&e))?;
+        exec(&self.conn, "COMMIT").map_err(|e| Failure::of_sqlite(&e))?;
         Ok(committed)
+    }
+
+    /// Remembers a write fault (`fault`), or forgets it once a batch that
+    /// changed something committed (`cleared`).
+    fn note(&self, fault: Option<WriteFault>, cleared: bool) {
+        let mut held = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = fault {
+            if *held != Some(f) {
+                tracing::warn!(fault = ?f, "the database refuses writes");
+            }
+            *held = Some(f);
+        } else if cleared && held.take().is_some() {
+            tracing::info!("the database takes writes again");
+        }
     }
 
     /// After a commit: counts and events to the log (after any events other
