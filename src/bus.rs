@@ -16,13 +16,27 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// One event on its way to one connection.
+/// One event on its way to one connection: a pointer to the frame every
+/// recipient shares. One word, so the slots of a connection's queue (whose
+/// first block of 32 tokio allocates when the connection registers) cost an
+/// idle connection 256 bytes rather than 1.3 KB.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct Delivery(Arc<Framed>);
+
+/// An event's sequence number and serialized frame.
+#[derive(Debug)]
+pub struct Framed {
     /// The event's sequence number (the writer skips what replay already sent).
     pub seq: i64,
     /// The serialized frame, shared by every recipient.
     pub frame: Utf8Bytes,
+}
+
+impl std::ops::Deref for Delivery {
+    type Target = Framed;
+    fn deref(&self) -> &Framed {
+        &self.0
+    }
 }
 
 /// Why the bus ended a connection: a WebSocket close code and reason.
@@ -335,10 +349,10 @@ impl Bus {
     fn fan_out(&self, events: &[CommittedEvent]) {
         for ev in events {
             self.stats.published.fetch_add(1, Ordering::Relaxed);
-            let d = Delivery {
+            let d = Delivery(Arc::new(Framed {
                 seq: ev.seq,
                 frame: Utf8Bytes::from(ev.frame.to_string()),
-            };
+            }));
             let aud = &ev.audience;
             if aud.all || aud.requires.is_some() {
                 for conns in self.agents.iter() {

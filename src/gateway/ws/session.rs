@@ -635,7 +635,7 @@ impl Conn {
         while let Some(d) = next.take() {
             if d.seq > self.last_sent {
                 self.last_sent = d.seq;
-                batch.push(Message::Text(d.frame));
+                batch.push(Message::Text(d.frame.clone()));
             }
             if batch.len() < WRITE_BATCH {
                 next = rx.try_recv().ok();
