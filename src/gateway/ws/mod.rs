@@ -14,6 +14,11 @@ use axum::response::Response;
 /// oversized frame gets a `payload_too_large` error rather than a dropped socket.
 const OVERSIZE_SLACK: usize = 1 << 20;
 
+/// The read buffer a connection starts with (tungstenite allocates it up
+/// front, so every idle connection pays for it); a larger frame grows it
+/// to the frame's size. Agents' requests are mostly a few hundred bytes.
+const READ_BUFFER: usize = 512;
+
 /// Bytes of frames the socket buffers before it writes them out, short of a
 /// flush. Each batch of events ends with one flush, so a batch goes out in
 /// one `send` instead of one per frame (with 0, every frame was its own
@@ -31,7 +36,7 @@ pub async fn upgrade(
     let sessions = app.sessions.clone();
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| sessions.track_future(session::run(socket, app, peer)))
 }
