@@ -15,6 +15,7 @@ use crate::gateway::a2a::{self, wire as a2a_wire};
 use crate::gateway::discord::http_endpoint::{read_body, SignedBody};
 use crate::gateway::discord::interactions::{parse_button, parse_vote_button, slash_command};
 use crate::gateway::mcp::{handler, tools};
+use crate::gateway::twitch::tags::repair_tags;
 use crate::gateway::twitch::{query_key, render as chat, split_command};
 use crate::gateway::ws::frames::{self, ClientFrame};
 use crate::reason::{
@@ -96,7 +97,9 @@ pub fn twitch_irc(data: &[u8]) {
     };
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
-        let Ok(irc) = IRCMessage::parse(line) else {
+        // As the connection hands every line on (`gateway::twitch::tags`).
+        let line = repair_tags(line);
+        let Ok(irc) = IRCMessage::parse(&line) else {
             continue;
         };
         match ServerMessage::try_from(irc) {

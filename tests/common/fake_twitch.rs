@@ -290,6 +290,19 @@ impl FakeTwitch {
     /// A viewer says `text` in `channel` with these badges (`moderator/1`,
     /// `broadcaster/1`, `subscriber/12`, or empty); returns the message id.
     pub fn say(&self, channel: &str, login: &str, badges: &str, text: &str) -> String {
+        self.say_coloured(channel, login, badges, "#1E90FF", text)
+    }
+
+    /// As [`FakeTwitch::say`], with the `color` tag's value written as given
+    /// (as on the wire: a hostile server may send anything there).
+    pub fn say_coloured(
+        &self,
+        channel: &str,
+        login: &str,
+        badges: &str,
+        color: &str,
+        text: &str,
+    ) -> String {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("msg-{n:08}");
         let is_mod = u8::from(badges.contains("moderator"));
@@ -298,7 +311,7 @@ impl FakeTwitch {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let line = format!(
-            "@badge-info=;badges={badges};color=#1E90FF;display-name={login};emotes=;first-msg=0;flags=;id={id};mod={is_mod};returning-chatter=0;room-id=4242;subscriber=0;tmi-sent-ts={ts};turbo=0;user-id={};user-type= :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #{channel} :{text}",
+            "@badge-info=;badges={badges};color={color};display-name={login};emotes=;first-msg=0;flags=;id={id};mod={is_mod};returning-chatter=0;room-id=4242;subscriber=0;tmi-sent-ts={ts};turbo=0;user-id={};user-type= :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #{channel} :{text}",
             1000 + n
         );
         let inner = self.shared.lock();

@@ -298,6 +298,28 @@ async fn reconnect_from_the_server_is_survived() {
 }
 
 #[tokio::test]
+async fn a_hostile_colour_tag_is_blanked_and_the_bot_keeps_answering_on_the_same_connection() {
+    // twitch-irc 6.1.3 panics slicing `#　000` by bytes (found by fuzzing);
+    // the connection's line repair blanks the tag before it parses.
+    let _one = exclusive().await;
+    let fake = FakeTwitch::spawn(false).await;
+    let mut srv = twitch_server(&fake, |c| c.twitch.announce.enabled = false).await;
+    fake.wait_joined(CH).await;
+    let hostile = fake.say_coloured(CH, "viewer1", "", "#\u{3000}000", "!agents");
+    let id = fake.say(CH, "viewer2", "", "!status");
+    let reply = fake.reply_to(&id).await;
+    assert!(reply.text.starts_with("@viewer2 "), "{reply:?}");
+    // Blanked, not dropped: the message itself was handled too.
+    let first = fake.reply_to(&hostile).await;
+    assert!(first.text.starts_with("@viewer1 "), "{first:?}");
+    assert_eq!(fake.attempts(), 1, "the connection was not lost");
+    let (status, ready) = crate::common::http_api::get(&srv.http_url(), "/ready", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["twitch"], "up", "{ready}");
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn the_bots_own_lines_relayed_back_are_not_answered() {
     let _one = exclusive().await;
     let fake = FakeTwitch::spawn(false).await;

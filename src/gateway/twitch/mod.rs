@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod outbound;
 pub mod render;
+pub mod tags;
 pub mod transport;
 
 use crate::catalog::{CommandSpec, Surface};

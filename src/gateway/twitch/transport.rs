@@ -7,8 +7,11 @@
 //! returned guard frees it. Every connection attempt passes through
 //! [`Link::before_attempt`]: exponential backoff with a cap (reset when the
 //! server welcomes us), the JOIN budget for the channels the connection will
-//! join, and one log line per state change, not per attempt.
+//! join, and one log line per state change, not per attempt. Every line
+//! read from the server passes through [`super::tags::Repaired`] before
+//! twitch-irc parses it (tag values it would panic on are blanked).
 
+use super::tags::Repaired;
 use crate::config::TwitchReconnectConfig;
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -304,16 +307,19 @@ pub struct PlainDialer;
 
 #[async_trait]
 impl MakeConnection for PlainDialer {
-    type Socket = TcpStream;
+    type Socket = Repaired<TcpStream>;
 
-    async fn new_socket() -> Result<TcpStream, TCPTransportConnectError> {
+    async fn new_socket() -> Result<Self::Socket, TCPTransportConnectError> {
         let link = current()?;
         link.before_attempt().await?;
         let addr = link.server.clone().unwrap_or_else(|| TWITCH_PLAIN.into());
-        TcpStream::connect(addr.as_str()).await.map_err(|e| {
-            link.attempt_failed(&e);
-            e.into()
-        })
+        match TcpStream::connect(addr.as_str()).await {
+            Ok(socket) => Ok(Repaired::new(socket)),
+            Err(e) => {
+                link.attempt_failed(&e);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -322,7 +328,7 @@ pub struct TlsDialer;
 
 #[async_trait]
 impl MakeConnection for TlsDialer {
-    type Socket = <TLS as MakeConnection>::Socket;
+    type Socket = Repaired<<TLS as MakeConnection>::Socket>;
 
     async fn new_socket() -> Result<Self::Socket, TCPTransportConnectError> {
         let link = current()?;
@@ -334,6 +340,7 @@ impl MakeConnection for TlsDialer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         TLS::new_socket()
             .await
+            .map(Repaired::new)
             .inspect_err(|e| link.attempt_failed(e))
     }
 }
