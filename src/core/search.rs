@@ -176,6 +176,56 @@ pub struct MessageHit {
     pub score: f64,
 }
 
+impl SearchHit {
+    /// A task found without a text rank (a `semantic` result): its title,
+    /// and the start of its body, or of its result when the body is blank.
+    pub fn unranked_task(
+        id: i64,
+        title: String,
+        body: String,
+        result: Option<String>,
+    ) -> SearchHit {
+        let text = if body.trim().is_empty() {
+            result.unwrap_or_default()
+        } else {
+            body
+        };
+        SearchHit {
+            kind: HitKind::Task,
+            id,
+            title,
+            snippet: plain_snippet(&text),
+            score: 0.0,
+        }
+    }
+
+    /// A direct message or broadcast found without a text rank: titled by
+    /// its sender and addressee or topic, the start of its text as snippet.
+    pub fn unranked_message(
+        id: i64,
+        sender: String,
+        recipient: Option<String>,
+        topic: Option<String>,
+        text: &str,
+    ) -> SearchHit {
+        let m = MessageHit {
+            id,
+            sender,
+            recipient,
+            topic,
+            snippet: plain_snippet(text),
+            score: 0.0,
+        };
+        SearchHit {
+            kind: HitKind::Message,
+            id,
+            title: m.title(),
+            snippet: m.snippet,
+            score: 0.0,
+        }
+    }
+}
+
 impl MessageHit {
     /// `message from X to Y`, `broadcast from X` or `broadcast from X on T`.
     pub fn title(&self) -> String {

@@ -7,7 +7,7 @@
 //! `ORDER BY vector <=> $1` in SQL (docs/search.md).
 
 use super::PgStore;
-use crate::core::search::{plain_snippet, HitKind, MessageHit, SearchHit, SearchQuery};
+use crate::core::search::{HitKind, SearchHit, SearchQuery};
 use crate::core::store::StoreError;
 use crate::core::vectors::{
     check_dims, from_blob, to_blob, wrong_dims, ItemRef, ItemText, VectorBacklog, VectorHit,
@@ -227,20 +227,12 @@ impl VectorStore for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
             for r in &rows {
-                let body: String = r.try_get("body")?;
-                let result: Option<String> = r.try_get("result")?;
-                let text = if body.trim().is_empty() {
-                    result.unwrap_or_default()
-                } else {
-                    body
-                };
-                hits.push(SearchHit {
-                    kind: HitKind::Task,
-                    id: r.try_get("id")?,
-                    title: r.try_get("title")?,
-                    snippet: plain_snippet(&text),
-                    score: 0.0,
-                });
+                hits.push(SearchHit::unranked_task(
+                    r.try_get("id")?,
+                    r.try_get("title")?,
+                    r.try_get("body")?,
+                    r.try_get("result")?,
+                ));
             }
         }
         if !messages.is_empty() {
@@ -252,21 +244,13 @@ impl VectorStore for PgStore {
             .await?;
             for r in &rows {
                 let text: String = r.try_get("text")?;
-                let m = MessageHit {
-                    id: r.try_get("id")?,
-                    sender: r.try_get("sender")?,
-                    recipient: r.try_get("recipient")?,
-                    topic: r.try_get("topic")?,
-                    snippet: plain_snippet(&text),
-                    score: 0.0,
-                };
-                hits.push(SearchHit {
-                    kind: HitKind::Message,
-                    id: m.id,
-                    title: m.title(),
-                    snippet: m.snippet.clone(),
-                    score: 0.0,
-                });
+                hits.push(SearchHit::unranked_message(
+                    r.try_get("id")?,
+                    r.try_get("sender")?,
+                    r.try_get("recipient")?,
+                    r.try_get("topic")?,
+                    &text,
+                ));
             }
         }
         Ok(hits)
