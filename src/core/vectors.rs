@@ -45,6 +45,31 @@ pub struct ItemText {
     pub text: String,
 }
 
+impl ItemText {
+    /// The text of a stored item, from a row's `kind`, `id` and `text`
+    /// columns (both adapters select them with these names).
+    pub fn from_row(kind: &str, id: i64, text: String) -> Result<ItemText, StoreError> {
+        let kind = HitKind::parse(kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("item kind {kind:?}")))?;
+        Ok(ItemText {
+            item: ItemRef { kind, id },
+            text,
+        })
+    }
+}
+
+/// The ids of the tasks and of the messages among `items`, in their order.
+pub fn ids_by_kind(items: &[ItemRef]) -> (Vec<i64>, Vec<i64>) {
+    let ids = |kind| {
+        items
+            .iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| i.id)
+            .collect()
+    };
+    (ids(HitKind::Task), ids(HitKind::Message))
+}
+
 /// One item the nearest-vector search found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorHit {

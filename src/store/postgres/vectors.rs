@@ -10,8 +10,8 @@ use super::PgStore;
 use crate::core::search::{HitKind, SearchHit, SearchQuery};
 use crate::core::store::StoreError;
 use crate::core::vectors::{
-    check_dims, from_blob, to_blob, wrong_dims, ItemRef, ItemText, VectorBacklog, VectorHit,
-    VectorStore,
+    check_dims, from_blob, ids_by_kind, to_blob, wrong_dims, ItemRef, ItemText, VectorBacklog,
+    VectorHit, VectorStore,
 };
 use crate::embed::rank::cosine_top_k;
 use async_trait::async_trait;
@@ -89,30 +89,13 @@ impl PgStore {
     }
 }
 
-/// The task ids and the message ids of `items`.
-fn ids_by_kind(items: &[ItemRef]) -> (Vec<i64>, Vec<i64>) {
-    let ids = |kind| {
-        items
-            .iter()
-            .filter(|i| i.kind == kind)
-            .map(|i| i.id)
-            .collect()
-    };
-    (ids(HitKind::Task), ids(HitKind::Message))
-}
-
 /// An `ItemText` from a row of `kind`, `id` and `text`.
 fn item_text(r: &sqlx::postgres::PgRow) -> Result<ItemText, StoreError> {
-    let kind: String = r.try_get("kind")?;
-    let kind =
-        HitKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("item kind {kind:?}")))?;
-    Ok(ItemText {
-        item: ItemRef {
-            kind,
-            id: r.try_get("id")?,
-        },
-        text: r.try_get("text")?,
-    })
+    ItemText::from_row(
+        &r.try_get::<String, _>("kind")?,
+        r.try_get("id")?,
+        r.try_get("text")?,
+    )
 }
 
 #[async_trait]

@@ -8,7 +8,8 @@ use super::SqliteStore;
 use crate::core::search::{HitKind, SearchHit, SearchQuery};
 use crate::core::store::StoreError;
 use crate::core::vectors::{
-    check_dims, to_blob, wrong_dims, ItemRef, ItemText, VectorBacklog, VectorHit, VectorStore,
+    check_dims, ids_by_kind, to_blob, wrong_dims, ItemRef, ItemText, VectorBacklog, VectorHit,
+    VectorStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -143,32 +144,21 @@ async fn nearest_of_kind(
         .collect()
 }
 
-/// The task ids and the message ids of `items`, each as a JSON array
-/// (for `json_each`).
-fn ids_by_kind(items: &[ItemRef]) -> (String, String) {
-    let ids = |kind| {
-        let ids: Vec<i64> = items
-            .iter()
-            .filter(|i| i.kind == kind)
-            .map(|i| i.id)
-            .collect();
-        serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
-    };
-    (ids(HitKind::Task), ids(HitKind::Message))
+/// The ids of the tasks and of the messages among `items`, each as a JSON
+/// array for `json_each`.
+fn ids_by_kind_json(items: &[ItemRef]) -> (String, String) {
+    let json = |ids: Vec<i64>| serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    let (tasks, messages) = ids_by_kind(items);
+    (json(tasks), json(messages))
 }
 
 /// An `ItemText` from a row of `kind`, `id` and `text`.
 fn item_text(r: &sqlx::sqlite::SqliteRow) -> Result<ItemText, StoreError> {
-    let kind: String = r.try_get("kind")?;
-    let kind =
-        HitKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("item kind {kind:?}")))?;
-    Ok(ItemText {
-        item: ItemRef {
-            kind,
-            id: r.try_get("id")?,
-        },
-        text: r.try_get("text")?,
-    })
+    ItemText::from_row(
+        &r.try_get::<String, _>("kind")?,
+        r.try_get("id")?,
+        r.try_get("text")?,
+    )
 }
 
 #[async_trait]
@@ -255,7 +245,7 @@ impl VectorStore for SqliteStore {
     }
 
     async fn describe_items(&self, items: &[ItemRef]) -> Result<Vec<SearchHit>, StoreError> {
-        let (tasks, messages) = ids_by_kind(items);
+        let (tasks, messages) = ids_by_kind_json(items);
         let mut hits = Vec::with_capacity(items.len());
         if tasks != "[]" {
             let rows = sqlx::query(
@@ -297,7 +287,7 @@ impl VectorStore for SqliteStore {
     }
 
     async fn item_texts(&self, items: &[ItemRef]) -> Result<Vec<ItemText>, StoreError> {
-        let (tasks, messages) = ids_by_kind(items);
+        let (tasks, messages) = ids_by_kind_json(items);
         let rows = sqlx::query(
             "SELECT 'task' AS kind, t.id AS id, \
                t.title || char(10) || t.body || COALESCE(char(10) || t.result, '') AS text \
