@@ -377,9 +377,8 @@ async fn cross_instance_latency(
     rx: &str,
     messages: usize,
 ) -> anyhow::Result<(String, String)> {
-    let sender = hello_at_head(from, tx).await?;
-    let receiver = hello_at_head(to, rx).await?;
-    let (mut sender, mut receiver) = (sender, receiver);
+    let mut sender = hello_at_head(from, tx).await?;
+    let mut receiver = hello_at_head(to, rx).await?;
     let mut samples = Samples::default();
     for i in 0..messages {
         let text = format!("latency probe {i}");
