@@ -58,13 +58,15 @@ fn event_from_row(r: &PgRow) -> Result<CommittedEvent, StoreError> {
 }
 
 /// Appends `events` in order with consecutive `seq`s after the newest
-/// committed one, and notifies the other instances of the range. The
+/// committed one, moves `task_counts` by the batch's net changes `moved`,
+/// and notifies the other instances of the range. The
 /// caller holds [`super::writer::EVENT_LOCK`] (so nobody else numbers
 /// events until it commits) and commits right after.
 pub(super) async fn insert_events(
     conn: &mut PgConnection,
     now: Millis,
     events: Vec<NewEvent>,
+    moved: &(Vec<&'static str>, Vec<i64>),
 ) -> Result<Vec<CommittedEvent>, StoreError> {
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let datas: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
@@ -111,13 +113,17 @@ pub(super) async fn insert_events(
     let last = first + out.len() as i64 - 1;
     sqlx::query(
         "WITH t AS (INSERT INTO event_targets (agent, seq) \
-           SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING) \
+           SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING), \
+         c AS (UPDATE task_counts SET n = task_counts.n + d.n \
+           FROM unnest($5::text[], $6::bigint[]) AS d(state, n) WHERE task_counts.state = d.state) \
          SELECT pg_notify($3, $4)",
     )
     .bind(&target_agents)
     .bind(&target_seqs)
     .bind(CHANNEL)
     .bind(format!("{first} {last}"))
+    .bind(&moved.0)
+    .bind(&moved.1)
     .execute(&mut *conn)
     .await?;
     Ok(out)

@@ -5,6 +5,7 @@
 //! instance is never lost; the lease sweep skips locked rows, so each
 //! expiry happens exactly once across instances.
 
+use super::task_batch::TaskOp;
 use super::PgStore;
 use crate::clock::Millis;
 use crate::core::error::CoreError;
@@ -25,11 +26,7 @@ pub(super) const TASK_COLS: &str = "id, title, body, state, priority, requires, 
 
 /// The advisory lock class (two-int key space) of "claims held by one
 /// agent": taken before counting them, so `max_claims` holds across instances.
-const AGENT_CLAIMS_LOCK: i32 = 0x5357_4243; // "SWBC"
-
-/// Learned allocation: a task offered to another agent is passed over
-/// until its offer ends (`$2` the claimant, `$3` now).
-const OFFER_FREE: &str = "AND (offered_to IS NULL OR offered_to = $2 OR offer_expires_at <= $3)";
+pub(super) const AGENT_CLAIMS_LOCK: i32 = 0x5357_4243; // "SWBC"
 
 pub(super) fn task_from_row(r: &PgRow) -> Result<Task, StoreError> {
     let state: String = r.try_get("state")?;
@@ -64,17 +61,6 @@ pub(super) fn task_from_row(r: &PgRow) -> Result<Task, StoreError> {
     })
 }
 
-/// Loads task `id` and locks its row until the transaction ends.
-async fn lock_task(conn: &mut PgConnection, id: i64) -> Result<Option<Task>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {TASK_COLS} FROM tasks WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(task_from_row).transpose()
-}
-
 /// Writes every mutable column of `t` back and applies the core's
 /// run-record decision ([`run_changes`]: at most one of "close the open
 /// run" and "open a run") in the same statement, one round trip per task
@@ -99,7 +85,7 @@ const SAVE_TASK_AND_RUN: &str = "\
     SELECT 1";
 
 /// Saves `t` (changed from state `before`, held by `holder`) with its run record.
-async fn save_task(
+pub(super) async fn save_task(
     conn: &mut PgConnection,
     before: TaskState,
     holder: Option<&str>,
@@ -131,45 +117,6 @@ async fn save_task(
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-/// Locks `agent`'s claims until commit: taken before counting them, in a
-/// statement of its own, so the count (the next statement, with a newer
-/// snapshot) sees every claim another instance committed for this agent.
-async fn lock_claims(conn: &mut PgConnection, agent: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .bind(AGENT_CLAIMS_LOCK)
-        .bind(agent)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Locks `agent`'s claims (until commit) and counts them: two statements,
-/// so the count is read after the lock is held and sees every claim
-/// another instance committed for this agent.
-async fn lock_and_count_claims(conn: &mut PgConnection, agent: &str) -> Result<i64, StoreError> {
-    lock_claims(conn, agent).await?;
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE assignee = $1 AND state = 'claimed'")
-            .bind(agent)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
-}
-
-/// Claim-next in one round trip after the agent's lock: the claims the
-/// agent holds (`held`) and the best open task the capabilities (`$1`)
-/// cover, locked with `FOR UPDATE SKIP LOCKED` (its columns NULL when none).
-/// `$2` the agent, `$3` now.
-fn count_and_pick() -> String {
-    format!(
-        "SELECT c.held, t.* FROM \
-         (SELECT COUNT(*) AS held FROM tasks WHERE assignee = $2 AND state = 'claimed') c \
-         LEFT JOIN LATERAL (SELECT {TASK_COLS} FROM tasks WHERE state = 'open' \
-           AND requires <@ $1::text[] {OFFER_FREE} ORDER BY priority DESC, id \
-           LIMIT 1 FOR UPDATE SKIP LOCKED) t ON true"
-    )
 }
 
 /// Applies `change` to a loaded (locked) task and writes it and its run record.
@@ -225,7 +172,8 @@ impl PgStore {
         max_attempts: i64,
         events_for: TaskEvents,
     ) -> Result<Task, StoreError> {
-        self.writer
+        let task = self
+            .writer
             .write(move |conn, now| {
                 Box::pin(async move {
                     let task = insert_task(conn, &new, &created_by, max_attempts, now).await?;
@@ -233,10 +181,13 @@ impl PgStore {
                     Ok((task, events, count_delta(None, TaskState::Open)))
                 })
             })
-            .await
+            .await?;
+        self.planner_stats.added(1, &self.pool);
+        Ok(task)
     }
 
-    /// Locks task `id`, lets `change` edit it (or refuse), and saves it.
+    /// Locks task `id`, lets `change` edit it (or refuse), and saves it;
+    /// set-based with the batch's other task requests ([`super::task_batch`]).
     pub(super) async fn update_task(
         &self,
         id: i64,
@@ -244,58 +195,32 @@ impl PgStore {
         change: TaskChange,
     ) -> Result<Task, StoreError> {
         self.writer
-            .write(move |conn, now| {
-                Box::pin(async move {
-                    if let Some(g) = &guard {
-                        // the agent lock before the row lock, as in claim_next
-                        let held = lock_and_count_claims(conn, &g.agent).await?;
-                        let task = lock_task(conn, id).await?.ok_or_else(|| {
-                            CoreError::NotFound(format!("task {id} does not exist"))
-                        })?;
-                        if task.state == TaskState::Open {
-                            g.check(held)?;
-                        }
-                        let holder = task.assignee.clone();
-                        return apply_change(conn, task, holder, now, change).await;
-                    }
-                    let task = lock_task(conn, id)
-                        .await?
-                        .ok_or_else(|| CoreError::NotFound(format!("task {id} does not exist")))?;
-                    let holder = task.assignee.clone();
-                    apply_change(conn, task, holder, now, change).await
-                })
-            })
+            .task(TaskOp::Change { id, guard, change })
             .await
     }
 
     /// Claims the best open task the capabilities cover: `FOR UPDATE SKIP
-    /// LOCKED`, so a task another instance is claiming is passed over.
+    /// LOCKED`, so a task another instance is claiming is passed over;
+    /// set-based with the batch's other task requests.
     pub(super) async fn claim_next(
         &self,
         capabilities: Vec<String>,
         guard: ClaimGuard,
         claim: TaskChange,
     ) -> Result<Option<Task>, StoreError> {
-        self.writer
-            .write(move |conn, now| {
-                Box::pin(async move {
-                    lock_claims(conn, &guard.agent).await?;
-                    let row = sqlx::query(&count_and_pick())
-                        .bind(&capabilities)
-                        .bind(&guard.agent)
-                        .bind(now)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    guard.check(row.try_get("held")?)?;
-                    if row.try_get::<Option<i64>, _>("id")?.is_none() {
-                        return Ok((None, vec![], vec![]));
-                    }
-                    let task = task_from_row(&row)?;
-                    let (task, events, delta) = apply_change(conn, task, None, now, claim).await?;
-                    Ok((Some(task), events, delta))
-                })
+        let task: Option<Task> = self
+            .writer
+            .task(TaskOp::ClaimNext {
+                capabilities,
+                guard,
+                claim,
             })
-            .await
+            .await?;
+        if task.is_some() {
+            // a run opened
+            self.planner_stats.added(1, &self.pool);
+        }
+        Ok(task)
     }
 
     /// Applies `expire` to up to `limit` claims whose lease ran out,

@@ -29,9 +29,11 @@
 //!   another reason [`StoreError::CommitFailed`]. Nothing of it is written.
 
 use super::events::{insert_events, load_events_between};
+use super::task_batch::{self, TaskOp};
 use super::{classify, PgStore};
 use crate::clock::{now_ms, Millis};
 use crate::core::events::{CommittedEvent, NewEvent};
+use crate::core::model::TaskState;
 use crate::core::store::{record_duration, CommitLog, CountDelta, StoreError};
 use crate::store::BatchPolicy;
 use futures_util::future::BoxFuture;
@@ -65,6 +67,11 @@ const MIN_SHARE: usize = 8;
 pub(super) enum Request {
     Write {
         work: Work,
+        reply: Reply,
+    },
+    /// A task change or claim, run set-based with the batch's others.
+    Task {
+        op: TaskOp,
         reply: Reply,
     },
     /// Publish events other instances committed, up to `upto`.
@@ -126,9 +133,22 @@ impl WriterHandle {
                 Ok((Box::new(value) as Box<dyn Any + Send>, events, delta))
             })
         });
+        self.request(|reply| Request::Write { work, reply }).await
+    }
+
+    /// Runs a task change or claim in the next batch, set-based with the
+    /// batch's others ([`task_batch`]); its value once published.
+    pub(super) async fn task<T: Send + 'static>(&self, op: TaskOp) -> Result<T, StoreError> {
+        self.request(|reply| Request::Task { op, reply }).await
+    }
+
+    async fn request<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply) -> Request,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Request::Write { work, reply })
+            .send(make(reply))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         let value = answer.await.map_err(|_| StoreError::WriterStopped)??;
@@ -187,6 +207,41 @@ struct Done {
     outcome: Result<(Box<dyn Any + Send>, CountDelta), StoreError>,
 }
 
+/// The requests a writer gathered for its next batch.
+struct Pending {
+    writes: VecDeque<(Work, Reply)>,
+    tasks: Vec<(TaskOp, Reply)>,
+    catch_ups: Vec<(i64, Option<oneshot::Sender<()>>)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.writes.len() + self.tasks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Answers every request not yet run with `err`.
+    fn fail(&mut self, err: &StoreError) {
+        for (_, reply) in self.writes.drain(..) {
+            let _ = reply.send(Err(clone_error(err)));
+        }
+        for (_, reply) in self.tasks.drain(..) {
+            let _ = reply.send(Err(clone_error(err)));
+        }
+    }
+
+    fn push(&mut self, r: Request) {
+        match r {
+            Request::Write { work, reply } => self.writes.push_back((work, reply)),
+            Request::Task { op, reply } => self.tasks.push((op, reply)),
+            Request::CatchUp { upto, reply } => self.catch_ups.push((upto, reply)),
+        }
+    }
+}
+
 /// Why a batch was not written, as its requests are told.
 fn batch_error(e: sqlx::Error) -> StoreError {
     match classify(StoreError::Db(Box::new(e))) {
@@ -197,8 +252,11 @@ fn batch_error(e: sqlx::Error) -> StoreError {
 
 impl Writer {
     async fn run(mut self) {
-        let mut batch: VecDeque<(Work, Reply)> = VecDeque::with_capacity(self.batch.max);
-        let mut catch_ups = Vec::new();
+        let mut batch = Pending {
+            writes: VecDeque::with_capacity(self.batch.max),
+            tasks: Vec::new(),
+            catch_ups: Vec::new(),
+        };
         loop {
             {
                 let shared = self.shared.clone();
@@ -206,27 +264,23 @@ impl Writer {
                 let Some(first) = rx.recv().await else {
                     return;
                 };
-                match first {
-                    Request::Write { work, reply } => batch.push_back((work, reply)),
-                    Request::CatchUp { upto, reply } => catch_ups.push((upto, reply)),
-                }
+                batch.push(first);
                 // leave the others their share of what is queued now
                 let share = (rx.len() + 1)
                     .div_ceil(self.shared.writers)
                     .max(MIN_SHARE)
                     .min(self.batch.max);
-                self.gather(&mut rx, &mut batch, &mut catch_ups, share)
-                    .await;
+                self.gather(&mut rx, &mut batch, share).await;
             }
             while !batch.is_empty() {
                 self.run_batch(&mut batch).await;
             }
-            if let Some(upto) = catch_ups.iter().map(|(u, _)| *u).max() {
+            if let Some(upto) = batch.catch_ups.iter().map(|(u, _)| *u).max() {
                 let shared = self.shared.clone();
                 let _turn = shared.turn.lock().await;
                 self.catch_up(upto).await;
             }
-            for (_, reply) in catch_ups.drain(..) {
+            for (_, reply) in batch.catch_ups.drain(..) {
                 if let Some(r) = reply {
                     let _ = r.send(());
                 }
@@ -240,8 +294,7 @@ impl Writer {
     fn gather<'a>(
         &'a self,
         rx: &'a mut mpsc::Receiver<Request>,
-        batch: &'a mut VecDeque<(Work, Reply)>,
-        catch_ups: &'a mut Vec<(i64, Option<oneshot::Sender<()>>)>,
+        batch: &'a mut Pending,
         cap: usize,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
@@ -251,8 +304,7 @@ impl Writer {
                 let before = batch.len();
                 while batch.len() < cap {
                     match rx.try_recv() {
-                        Ok(Request::Write { work, reply }) => batch.push_back((work, reply)),
-                        Ok(Request::CatchUp { upto, reply }) => catch_ups.push((upto, reply)),
+                        Ok(r) => batch.push(r),
                         Err(_) => break,
                     }
                 }
@@ -271,7 +323,7 @@ impl Writer {
 
     /// Runs requests from the front of `batch` in one transaction until the
     /// batch is done or the transaction is lost.
-    fn run_batch<'a>(&'a mut self, batch: &'a mut VecDeque<(Work, Reply)>) -> BoxFuture<'a, ()> {
+    fn run_batch<'a>(&'a mut self, pending: &'a mut Pending) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let started = Instant::now();
             let now = now_ms();
@@ -279,30 +331,61 @@ impl Writer {
                 Ok(c) => c,
                 Err(e) => {
                     let err = batch_error(e);
-                    tracing::error!(error = %err, requests = batch.len(), "no database connection for a write batch");
-                    for (_, reply) in batch.drain(..) {
-                        let _ = reply.send(Err(clone_error(&err)));
-                    }
+                    tracing::error!(error = %err, requests = pending.len(), "no database connection for a write batch");
+                    pending.fail(&err);
                     return;
                 }
             };
             if let Err(e) = exec(&mut conn, "BEGIN; SAVEPOINT req").await {
                 let err = batch_error(e);
-                tracing::error!(error = %err, requests = batch.len(), "could not begin a write transaction");
+                tracing::error!(error = %err, requests = pending.len(), "could not begin a write transaction");
                 conn.close_on_drop();
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(clone_error(&err)));
-                }
+                pending.fail(&err);
                 return;
             }
-            let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+            let mut done: Vec<Done> = Vec::with_capacity(pending.len());
             let mut events: Vec<NewEvent> = Vec::new();
             let mut tx_lost: Option<StoreError> = None;
             let mut first = true;
-            while let Some((work, reply)) = batch.pop_front() {
+            if !pending.tasks.is_empty() {
+                // every task request of the batch at once, under the first savepoint
+                first = false;
+                let (ops, replies): (Vec<TaskOp>, Vec<Reply>) = pending.tasks.drain(..).unzip();
+                match task_batch::run(&mut conn, now, ops).await {
+                    Ok(outcomes) => {
+                        for (reply, (outcome, new_events)) in replies.into_iter().zip(outcomes) {
+                            if outcome.is_ok() {
+                                events.extend(new_events);
+                            }
+                            done.push(Done { reply, outcome });
+                        }
+                    }
+                    Err(e) => {
+                        let e = classify(e);
+                        let lost = matches!(e, StoreError::Unavailable(_));
+                        let undone = exec(&mut conn, "ROLLBACK TO req").await;
+                        tracing::error!(error = %e, requests = replies.len(), "the batch's task requests failed; none of them was written");
+                        for reply in replies {
+                            done.push(Done {
+                                reply,
+                                outcome: Err(clone_error(&e)),
+                            });
+                        }
+                        if let Err(e) = undone {
+                            tx_lost = Some(batch_error(e));
+                        } else if lost {
+                            tx_lost = Some(StoreError::Unavailable("connection lost".into()));
+                        }
+                    }
+                }
+            }
+            while tx_lost.is_none() {
+                let Some((work, reply)) = pending.writes.pop_front() else {
+                    break;
+                };
                 if !first {
                     if let Err(e) = exec(&mut conn, "RELEASE req; SAVEPOINT req").await {
-                        batch.push_front((work, reply));
+                        pending.writes.push_front((work, reply));
                         tx_lost = Some(batch_error(e));
                         break;
                     }
@@ -342,7 +425,14 @@ impl Writer {
             let turn = shared.turn.lock().await;
             let committed = match tx_lost {
                 Some(err) => Err(err),
-                None => append_and_commit(&mut conn, now, events).await,
+                None => {
+                    let delta: CountDelta = done
+                        .iter()
+                        .filter_map(|d| d.outcome.as_ref().ok())
+                        .flat_map(|(_, dl)| dl.iter().copied())
+                        .collect();
+                    append_and_commit(&mut conn, now, events, &delta).await
+                }
             };
             match committed {
                 Ok(committed) => {
@@ -371,9 +461,7 @@ impl Writer {
                         let _ = d.reply.send(res);
                     }
                     // requests not reached in a lost transaction get the same answer
-                    for (_, reply) in batch.drain(..) {
-                        let _ = reply.send(Err(clone_error(&err)));
-                    }
+                    pending.fail(&err);
                 }
             }
         })
@@ -465,14 +553,17 @@ impl Writer {
 }
 
 /// Takes the event lock, appends the batch's events (numbered after every
-/// committed one), notifies the other instances and commits.
-fn append_and_commit(
-    conn: &mut PgConnection,
+/// committed one) and moves `task_counts` by its `delta`, notifies the
+/// other instances and commits.
+fn append_and_commit<'a>(
+    conn: &'a mut PgConnection,
     now: Millis,
     events: Vec<NewEvent>,
-) -> BoxFuture<'_, Result<Vec<CommittedEvent>, StoreError>> {
+    delta: &'a CountDelta,
+) -> BoxFuture<'a, Result<Vec<CommittedEvent>, StoreError>> {
     Box::pin(async move {
-        let committed = if events.is_empty() {
+        let moved = net_counts(delta);
+        let committed = if events.is_empty() && moved.0.is_empty() {
             Vec::new()
         } else {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -480,12 +571,55 @@ fn append_and_commit(
                 .execute(&mut *conn)
                 .await
                 .map_err(batch_error)?;
-            insert_events(conn, now, events).await.map_err(classify)?
+            if events.is_empty() {
+                move_counts(conn, &moved).await.map_err(classify)?;
+                Vec::new()
+            } else {
+                insert_events(conn, now, events, &moved)
+                    .await
+                    .map_err(classify)?
+            }
         };
         exec(conn, "COMMIT").await.map_err(batch_error)?;
         Ok(committed)
     })
 }
+
+/// A batch's count delta as net changes per state (states that did not
+/// move are left out): `(states, changes)`, for `task_counts`.
+pub(super) fn net_counts(delta: &CountDelta) -> (Vec<&'static str>, Vec<i64>) {
+    let mut net: Vec<(&'static str, i64)> = Vec::new();
+    let mut add = |state: TaskState, d: i64| match net.iter_mut().find(|(s, _)| *s == state.as_str()) {
+        Some((_, n)) => *n += d,
+        None => net.push((state.as_str(), d)),
+    };
+    for (before, after) in delta {
+        if let Some(b) = before {
+            add(*b, -1);
+        }
+        add(*after, 1);
+    }
+    net.retain(|(_, n)| *n != 0);
+    net.into_iter().unzip()
+}
+
+/// Moves `task_counts` by `moved` (from [`net_counts`]); the caller holds
+/// the event lock.
+async fn move_counts(
+    conn: &mut PgConnection,
+    moved: &(Vec<&'static str>, Vec<i64>),
+) -> Result<(), StoreError> {
+    sqlx::query(MOVE_COUNTS)
+        .bind(&moved.0)
+        .bind(&moved.1)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves `task_counts` by the net changes `$1` (states) / `$2` (changes);
+/// `insert_events` does the same with its events.
+const MOVE_COUNTS: &str = "UPDATE task_counts SET n = task_counts.n + d.n     FROM unnest($1::text[], $2::bigint[]) AS d(state, n) WHERE task_counts.state = d.state";
 
 /// A copy of a batch-wide error for each of its requests.
 fn clone_error(e: &StoreError) -> StoreError {
