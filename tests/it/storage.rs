@@ -3,7 +3,7 @@
 //! every request in it and the writer goes on serving.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use swarmbridge::config::Rate;
 use swarmbridge::core::model::Role;
 
@@ -99,4 +99,91 @@ async fn a_commit_that_fails_is_answered_internal_and_the_writer_keeps_serving()
             .await
             .expect("count");
     assert_eq!(stored, 0, "the failed batch left nothing behind");
+}
+
+/// Reads frames until each of `ids` is answered; the answers by id.
+async fn answers(c: &mut Client, ids: &[String]) -> std::collections::HashMap<String, Value> {
+    let mut out = std::collections::HashMap::new();
+    while out.len() < ids.len() {
+        let v = c.recv().await;
+        if let Some(re) = v["re"].as_str() {
+            if ids.iter().any(|i| i == re) {
+                out.insert(re.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+/// Sends `n` claim-nexts at once (ids `{prefix}0..`); the ids of the
+/// tasks claimed and the number refused for `max_claims`.
+async fn claim_at_once(c: &mut Client, prefix: &str, n: usize) -> (Vec<i64>, usize) {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    for id in &ids {
+        c.send(json!({"type": "task.claim", "id": id})).await;
+    }
+    let mut claimed = Vec::new();
+    let mut refused = 0;
+    for (_, v) in answers(c, &ids).await {
+        match v["type"].as_str() {
+            Some("task") => claimed.push(v["task"]["id"].as_i64().expect("a task was claimed")),
+            _ => {
+                assert_eq!(v["code"], "conflict", "only max_claims refuses: {v}");
+                assert!(v["message"].as_str().unwrap_or("").contains("max_claims"), "{v}");
+                refused += 1;
+            }
+        }
+    }
+    (claimed, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_changes_sent_at_once_keep_max_claims_and_each_answer_on_every_backend() {
+    let tweak = |cfg: &mut swarmbridge::config::Config| {
+        generous_rates(cfg);
+        cfg.limits.max_claims = 3;
+    };
+    on_every_backend(tweak, |mut srv| async move {
+        let mut boss = srv.admin("boss").await;
+        for i in 0..10 {
+            boss.create_task(json!({"title": format!("t{i}")})).await;
+        }
+        // five claim-nexts at once from an agent that may hold three
+        let mut w = srv.agent("w1", &[]).await;
+        let (held, refused) = claim_at_once(&mut w, "c", 5).await;
+        assert_eq!((held.len(), refused), (3, 2), "{held:?}");
+        // a progress note and a completion of one task, and a completion of
+        // a task that does not exist, at once: the one refused leaves the
+        // others' changes, applied in order
+        let t = held[0];
+        w.send(json!({"type": "task.progress", "id": "p", "task_id": t, "note": "half", "percent": 50}))
+            .await;
+        w.send(json!({"type": "task.complete", "id": "d", "task_id": t, "result": {"ok": true}}))
+            .await;
+        w.send(json!({"type": "task.complete", "id": "x", "task_id": 999_999}))
+            .await;
+        let got = answers(&mut w, &["p".into(), "d".into(), "x".into()]).await;
+        assert_eq!(got["p"]["type"], "ok", "{}", got["p"]);
+        assert_eq!(got["d"]["task"]["state"], "done", "{}", got["d"]);
+        assert_eq!(got["d"]["task"]["progress"], "half", "{}", got["d"]);
+        assert_eq!(got["x"]["code"], "not_found", "{}", got["x"]);
+        // two agents claim at once, four each, with seven tasks open: their
+        // requests share write batches; three each, never the same task
+        // twice, and the limit counts claims made earlier in the batch
+        let mut a = srv.agent("w2", &[]).await;
+        let mut b = srv.agent("w3", &[]).await;
+        let ((got_a, refused_a), (got_b, refused_b)) =
+            tokio::join!(claim_at_once(&mut a, "a", 4), claim_at_once(&mut b, "b", 4));
+        assert_eq!((got_a.len(), refused_a, got_b.len(), refused_b), (3, 1, 3, 1));
+        let mut all: Vec<i64> = held.iter().chain(&got_a).chain(&got_b).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 9, "a task was claimed twice: {held:?} {got_a:?} {got_b:?}");
+        let status = boss.ok(json!({"type": "status"}), "status").await;
+        assert_eq!(status["tasks"]["open"], 1, "{status}");
+        assert_eq!(status["tasks"]["claimed"], 8, "{status}");
+        assert_eq!(status["tasks"]["done"], 1, "{status}");
+        srv.stop().await;
+    })
+    .await;
 }
