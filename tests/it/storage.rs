@@ -129,7 +129,10 @@ async fn claim_at_once(c: &mut Client, prefix: &str, n: usize) -> (Vec<i64>, usi
             Some("task") => claimed.push(v["task"]["id"].as_i64().expect("a task was claimed")),
             _ => {
                 assert_eq!(v["code"], "conflict", "only max_claims refuses: {v}");
-                assert!(v["message"].as_str().unwrap_or("").contains("max_claims"), "{v}");
+                assert!(
+                    v["message"].as_str().unwrap_or("").contains("max_claims"),
+                    "{v}"
+                );
                 refused += 1;
             }
         }

@@ -222,10 +222,9 @@ impl PgStore {
     /// every task (an instance reads it each time it publishes another's
     /// commits).
     async fn count_tasks(pool: &PgPool) -> Result<TaskCounts, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, n FROM task_counts")
-                .fetch_all(pool)
-                .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, n FROM task_counts")
+            .fetch_all(pool)
+            .await?;
         counts_from_rows(rows)
     }
 }

@@ -45,14 +45,18 @@ impl PlannerStats {
                     tracing::debug!(rows, "refreshed the planner statistics of tasks and runs");
                     me.baseline.store(rows, Ordering::Relaxed);
                 }
-                Err(e) => tracing::warn!(error = %e, "could not refresh the planner statistics of tasks and runs"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not refresh the planner statistics of tasks and runs")
+                }
             }
             me.running.store(false, Ordering::Release);
         });
     }
 
     async fn refresh(&self, pool: &PgPool) -> Result<i64, sqlx::Error> {
-        sqlx::query("ANALYZE tasks, task_runs").execute(pool).await?;
+        sqlx::query("ANALYZE tasks, task_runs")
+            .execute(pool)
+            .await?;
         let rows: f64 = sqlx::query_scalar(
             "SELECT sum(greatest(reltuples, 0))::float8 FROM pg_class \
              WHERE oid IN ('tasks'::regclass, 'task_runs'::regclass)",

@@ -153,7 +153,9 @@ pub(in crate::store::postgres) async fn run(
                 ),
                 Some(task) => {
                     let refused = match &guard {
-                        Some(g) if task.state == TaskState::Open => g.check(held.of(&g.agent)).err(),
+                        Some(g) if task.state == TaskState::Open => {
+                            g.check(held.of(&g.agent)).err()
+                        }
                         _ => None,
                     };
                     match refused {
@@ -184,19 +186,24 @@ pub(in crate::store::postgres) async fn run(
                         .find(|t| !taken.contains(&t.id) && !t.offered_to_other(&guard.agent, now))
                         .cloned();
                     if found.is_none() && picked.full {
-                        found = pick_one(conn, now, &capabilities, &guard.agent, &held_rows).await?;
+                        found =
+                            pick_one(conn, now, &capabilities, &guard.agent, &held_rows).await?;
                         if let Some(t) = &found {
                             held_rows.push(t.id);
                         }
                     }
                     match found {
-                        None => (Ok((Box::new(None::<Task>) as Box<dyn Any + Send>, vec![])), vec![]),
+                        None => (
+                            Ok((Box::new(None::<Task>) as Box<dyn Any + Send>, vec![])),
+                            vec![],
+                        ),
                         Some(task) => {
                             taken.insert(task.id);
                             match apply(&task, now, claim, &mut held, &mut changes) {
-                                Ok((task, delta, events)) => {
-                                    (Ok((Box::new(Some(task)) as Box<dyn Any + Send>, delta)), events)
-                                }
+                                Ok((task, delta, events)) => (
+                                    Ok((Box::new(Some(task)) as Box<dyn Any + Send>, delta)),
+                                    events,
+                                ),
                                 Err(e) => (Err(e), vec![]),
                             }
                         }
@@ -277,7 +284,10 @@ async fn lock_and_count_claims(
 }
 
 /// Loads and locks the tasks `ids` (sorted), in id order.
-async fn lock_by_id(conn: &mut PgConnection, ids: &[i64]) -> Result<HashMap<i64, Task>, StoreError> {
+async fn lock_by_id(
+    conn: &mut PgConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, Task>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -318,7 +328,10 @@ async fn pick_open(
             .bind(want)
             .fetch_all(&mut *conn)
             .await?;
-        let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>, _>>()?;
+        let tasks = rows
+            .iter()
+            .map(task_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let full = tasks.len() as i64 == want;
         out.insert(caps, Picked { tasks, full });
     }

@@ -194,9 +194,7 @@ impl PgStore {
         guard: Option<ClaimGuard>,
         change: TaskChange,
     ) -> Result<Task, StoreError> {
-        self.writer
-            .task(TaskOp::Change { id, guard, change })
-            .await
+        self.writer.task(TaskOp::Change { id, guard, change }).await
     }
 
     /// Claims the best open task the capabilities cover: `FOR UPDATE SKIP

@@ -589,10 +589,11 @@ fn append_and_commit<'a>(
 /// move are left out): `(states, changes)`, for `task_counts`.
 pub(super) fn net_counts(delta: &CountDelta) -> (Vec<&'static str>, Vec<i64>) {
     let mut net: Vec<(&'static str, i64)> = Vec::new();
-    let mut add = |state: TaskState, d: i64| match net.iter_mut().find(|(s, _)| *s == state.as_str()) {
-        Some((_, n)) => *n += d,
-        None => net.push((state.as_str(), d)),
-    };
+    let mut add =
+        |state: TaskState, d: i64| match net.iter_mut().find(|(s, _)| *s == state.as_str()) {
+            Some((_, n)) => *n += d,
+            None => net.push((state.as_str(), d)),
+        };
     for (before, after) in delta {
         if let Some(b) = before {
             add(*b, -1);
