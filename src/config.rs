@@ -228,7 +228,7 @@ pub struct DatabaseConfig {
 }
 
 fn default_writers() -> usize {
-    4
+    2
 }
 
 fn default_busy_timeout_ms() -> u64 {

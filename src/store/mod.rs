@@ -35,7 +35,7 @@ impl Default for BatchPolicy {
         BatchPolicy {
             max: 256,
             wait: Duration::from_micros(100),
-            writers: 4,
+            writers: 2,
             busy_timeout: Duration::from_secs(10),
         }
     }

@@ -1,8 +1,11 @@
 //! Group commit on PostgreSQL: `database.writers` writer tasks per
-//! instance share one request queue. Each takes its share of the queued
-//! write requests (up to `batch.max`, keeping the batch open up to
-//! `batch.wait` for more), runs each under its own savepoint inside one
-//! transaction on its own pooled connection, then, in its **commit turn**,
+//! instance share one request queue. A free writer takes what is queued
+//! (up to `batch.max`, keeping the batch open up to `batch.wait` for more);
+//! the others take what arrives while it runs, so batches stay as large as
+//! the load allows (a batch's task requests cost the same few statements
+//! whatever their number, see [`task_batch`]). The writer runs the task
+//! requests together, every other request under its own savepoint, inside
+//! one transaction on its own pooled connection, then, in its **commit turn**,
 //! appends the batch's events, commits, publishes through the
 //! [`CommitLog`] and answers every request. Batches therefore run their
 //! statements concurrently (claims on different rows do not conflict: `FOR
@@ -60,9 +63,6 @@ type Reply = oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>;
 
 /// How deep the request queue may get before callers wait for room.
 const QUEUE: usize = 8192;
-/// Fewest requests a writer leaves for the others when it splits the
-/// queue: below this, one batch takes them all.
-const MIN_SHARE: usize = 8;
 
 pub(super) enum Request {
     Write {
@@ -265,12 +265,9 @@ impl Writer {
                     return;
                 };
                 batch.push(first);
-                // leave the others their share of what is queued now
-                let share = (rx.len() + 1)
-                    .div_ceil(self.shared.writers)
-                    .max(MIN_SHARE)
-                    .min(self.batch.max);
-                self.gather(&mut rx, &mut batch, share).await;
+                // all that is queued: splitting it between writers was
+                // measured slower (smaller batches, more statements each)
+                self.gather(&mut rx, &mut batch, self.batch.max).await;
             }
             while !batch.is_empty() {
                 self.run_batch(&mut batch).await;
