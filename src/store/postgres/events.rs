@@ -58,8 +58,9 @@ fn event_from_row(r: &PgRow) -> Result<CommittedEvent, StoreError> {
 }
 
 /// Appends `events` in order with consecutive `seq`s after the newest
-/// committed one, moves `task_counts` by the batch's net changes `moved`,
-/// and notifies the other instances of the range. The
+/// committed one, with their targets, moves `task_counts` by the batch's
+/// net changes `moved`, and notifies the other instances of the range, in
+/// one round trip. The
 /// caller holds [`super::writer::EVENT_LOCK`] (so nobody else numbers
 /// events until it commits) and commits right after.
 pub(super) async fn insert_events(
@@ -81,6 +82,21 @@ pub(super) async fn insert_events(
                 .map(|r| serde_json::to_string(r).unwrap_or_else(|_| "[]".into()))
         })
         .collect();
+    // each target as (agent, its event's 1-based place in the batch), an
+    // agent named twice in one audience once
+    let mut target_agents: Vec<&str> = Vec::new();
+    let mut target_places: Vec<i64> = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let mut agents: Vec<&str> = ev.audience.agents.iter().map(String::as_str).collect();
+        agents.sort_unstable();
+        agents.dedup();
+        for a in agents {
+            target_agents.push(a);
+            target_places.push(i as i64 + 1);
+        }
+    }
+    // one statement: number and insert the events, insert their targets,
+    // move the task counts, notify the other instances of the range
     let first: i64 = sqlx::query_scalar(
         "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS top FROM events), \
          ins AS (INSERT INTO events (seq, kind, at, data, to_all, requires) \
@@ -88,44 +104,35 @@ pub(super) async fn insert_events(
              CASE WHEN u.req IS NULL THEN NULL \
              ELSE ARRAY(SELECT jsonb_array_elements_text(u.req::jsonb)) END \
            FROM base, UNNEST($2::text[], $3::text[], $4::bool[], $5::text[]) \
-             WITH ORDINALITY AS u(kind, data, to_all, req, n) \
-           RETURNING seq) \
-         SELECT MIN(seq) FROM ins",
+             WITH ORDINALITY AS u(kind, data, to_all, req, n)), \
+         targets AS (INSERT INTO event_targets (agent, seq) \
+           SELECT x.agent, base.top + x.n FROM base, UNNEST($6::text[], $7::bigint[]) AS x(agent, n)), \
+         counts AS (UPDATE task_counts SET n = task_counts.n + d.n \
+           FROM UNNEST($8::text[], $9::bigint[]) AS d(state, n) WHERE task_counts.state = d.state), \
+         notified AS (SELECT pg_notify($10, (base.top + 1) || ' ' || (base.top + $11)) FROM base) \
+         SELECT base.top + 1 FROM base, notified",
     )
     .bind(now)
     .bind(&kinds)
     .bind(&datas)
     .bind(&to_all)
     .bind(&requires)
-    .fetch_one(&mut *conn)
-    .await?;
-    let mut out = Vec::with_capacity(events.len());
-    let mut target_agents: Vec<String> = Vec::new();
-    let mut target_seqs: Vec<i64> = Vec::new();
-    for (i, (ev, data)) in events.into_iter().zip(datas).enumerate() {
-        let seq = first + i as i64;
-        for a in &ev.audience.agents {
-            target_agents.push(a.clone());
-            target_seqs.push(seq);
-        }
-        out.push(CommittedEvent::new(seq, ev.kind, now, ev.audience, &data));
-    }
-    let last = first + out.len() as i64 - 1;
-    sqlx::query(
-        "WITH t AS (INSERT INTO event_targets (agent, seq) \
-           SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING), \
-         c AS (UPDATE task_counts SET n = task_counts.n + d.n \
-           FROM unnest($5::text[], $6::bigint[]) AS d(state, n) WHERE task_counts.state = d.state) \
-         SELECT pg_notify($3, $4)",
-    )
     .bind(&target_agents)
-    .bind(&target_seqs)
-    .bind(CHANNEL)
-    .bind(format!("{first} {last}"))
+    .bind(&target_places)
     .bind(&moved.0)
     .bind(&moved.1)
-    .execute(&mut *conn)
+    .bind(CHANNEL)
+    .bind(events.len() as i64)
+    .fetch_one(&mut *conn)
     .await?;
+    let out = events
+        .into_iter()
+        .zip(datas)
+        .enumerate()
+        .map(|(i, (ev, data))| {
+            CommittedEvent::new(first + i as i64, ev.kind, now, ev.audience, &data)
+        })
+        .collect();
     Ok(out)
 }
 
