@@ -22,14 +22,14 @@
 //! trace; a failed statement fails the phase, which the writer rolls back
 //! to its savepoint and answers for every request of the phase.
 
-use super::tasks::{save_task, task_from_row, AGENT_CLAIMS_LOCK, TASK_COLS};
+use super::tasks::{
+    run_decision, save_task_and_run, task_from_row, RunDecision, AGENT_CLAIMS_LOCK, TASK_COLS,
+};
 use crate::clock::Millis;
 use crate::core::error::CoreError;
 use crate::core::events::NewEvent;
 use crate::core::model::{Task, TaskState};
-use crate::core::store::{
-    count_delta, run_changes, ClaimGuard, CountDelta, RunChange, StoreError, TaskChange,
-};
+use crate::core::store::{count_delta, ClaimGuard, CountDelta, StoreError, TaskChange};
 use sqlx::{PgConnection, Row};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -60,10 +60,8 @@ pub(in crate::store::postgres) type Outcome = (
 
 /// An accepted change, as it is written.
 struct Change {
-    before: TaskState,
-    holder: Option<String>,
     task: Task,
-    events: Vec<NewEvent>,
+    runs: RunDecision,
 }
 
 /// The open tasks picked for one set of capabilities.
@@ -234,10 +232,8 @@ fn apply(
     held.apply(before, holder.as_deref(), &t);
     let delta = count_delta(Some(before), t.state);
     changes.push(Change {
-        before,
-        holder,
         task: t.clone(),
-        events: events.clone(),
+        runs: run_decision(before, holder.as_deref(), &t, &events),
     });
     Ok((t, delta, events))
 }
@@ -399,8 +395,9 @@ async fn save_all(conn: &mut PgConnection, changes: Vec<Change>) -> Result<(), S
     }
     let (once, repeated): (Vec<Change>, Vec<Change>) =
         changes.into_iter().partition(|c| times[&c.task.id] == 1);
-    for c in &repeated {
-        save_task(conn, c.before, c.holder.as_deref(), &c.task, &c.events).await?;
+    for c in repeated {
+        let (close, open) = c.runs;
+        save_task_and_run(conn, &c.task, close, open).await?;
     }
     if once.is_empty() {
         return Ok(());
@@ -419,24 +416,18 @@ async fn save_all(conn: &mut PgConnection, changes: Vec<Change>) -> Result<(), S
     let mut close_outcome: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut close_holder: Vec<Option<String>> = Vec::with_capacity(n);
     let mut open_agent: Vec<Option<String>> = Vec::with_capacity(n);
-    for c in &once {
-        let t = &c.task;
-        let (mut close, mut open) = (None, None);
-        for rc in run_changes(c.before, c.holder.as_deref(), t, &c.events) {
-            match rc {
-                RunChange::Close { outcome, holder } => close = Some((outcome, holder)),
-                RunChange::Open { agent } => open = Some(agent),
-            }
-        }
+    for c in once {
+        let t = c.task;
+        let (close, open) = c.runs;
         id.push(t.id);
         state.push(t.state.as_str());
-        assignee.push(t.assignee.clone());
+        assignee.push(t.assignee);
         lease.push(t.lease_expires_at);
         attempts.push(t.attempts);
         at.push(t.updated_at);
         result.push(t.result.as_ref().map(|v| v.to_string()));
-        error.push(t.error.clone());
-        progress.push(t.progress.clone());
+        error.push(t.error);
+        progress.push(t.progress);
         percent.push(t.percent);
         close_outcome.push(close.as_ref().map(|(o, _)| *o));
         close_holder.push(close.map(|(_, h)| h));

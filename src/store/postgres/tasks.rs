@@ -92,6 +92,21 @@ pub(super) async fn save_task(
     t: &Task,
     events: &[NewEvent],
 ) -> Result<(), StoreError> {
+    let (close, open) = run_decision(before, holder, t, events);
+    save_task_and_run(conn, t, close, open).await
+}
+
+/// What a change does to the run records: the open run to close (its
+/// outcome and holder), the run to open (its agent).
+pub(super) type RunDecision = (Option<(&'static str, String)>, Option<String>);
+
+/// The core's [`run_changes`] for one change, as [`RunDecision`].
+pub(super) fn run_decision(
+    before: TaskState,
+    holder: Option<&str>,
+    t: &Task,
+    events: &[NewEvent],
+) -> RunDecision {
     let (mut close, mut open) = (None, None);
     for change in run_changes(before, holder, t, events) {
         match change {
@@ -99,6 +114,16 @@ pub(super) async fn save_task(
             RunChange::Open { agent } => open = Some(agent),
         }
     }
+    (close, open)
+}
+
+/// Writes `t` and applies a decided run change, in one statement.
+pub(super) async fn save_task_and_run(
+    conn: &mut PgConnection,
+    t: &Task,
+    close: Option<(&'static str, String)>,
+    open: Option<String>,
+) -> Result<(), StoreError> {
     let result = t.result.as_ref().map(|v| v.to_string());
     sqlx::query(SAVE_TASK_AND_RUN)
         .bind(t.id)
