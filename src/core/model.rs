@@ -333,6 +333,17 @@ impl TaskCounts {
     pub fn get(&self, state: TaskState) -> i64 {
         self.0[state.index()]
     }
+
+    /// Moves the counts by `delta`: each `(before, after)` takes one task
+    /// out of `before` (none for a new task) and into `after`.
+    pub fn apply(&mut self, delta: &[(Option<TaskState>, TaskState)]) {
+        for (before, after) in delta {
+            if let Some(b) = before {
+                self.0[b.index()] -= 1;
+            }
+            self.0[after.index()] += 1;
+        }
+    }
 }
 
 impl Serialize for TaskCounts {

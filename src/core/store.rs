@@ -662,15 +662,10 @@ impl CommitLog {
     /// Moves the counts by `delta` and publishes `events` (this process's
     /// own commit, in `seq` order, right after it committed).
     pub fn committed(&self, delta: &[(Option<TaskState>, TaskState)], events: &[CommittedEvent]) {
-        {
-            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-            for (before, after) in delta {
-                if let Some(b) = before {
-                    counts.0[b.index()] -= 1;
-                }
-                counts.0[after.index()] += 1;
-            }
-        }
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(delta);
         self.publish(events);
     }
 

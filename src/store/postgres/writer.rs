@@ -36,7 +36,7 @@ use super::task_batch::{self, TaskOp};
 use super::{classify, PgStore};
 use crate::clock::{now_ms, Millis};
 use crate::core::events::{CommittedEvent, NewEvent};
-use crate::core::model::TaskState;
+use crate::core::model::{TaskCounts, TaskState};
 use crate::core::store::{record_duration, CommitLog, CountDelta, StoreError};
 use crate::store::BatchPolicy;
 use futures_util::future::BoxFuture;
@@ -358,20 +358,14 @@ impl Writer {
                         }
                     }
                     Err(e) => {
-                        let e = classify(e);
-                        let lost = matches!(e, StoreError::Unavailable(_));
-                        let undone = exec(&mut conn, "ROLLBACK TO req").await;
+                        let (e, lost) = roll_back_request(&mut conn, e).await;
+                        tx_lost = lost;
                         tracing::error!(error = %e, requests = replies.len(), "the batch's task requests failed; none of them was written");
                         for reply in replies {
                             done.push(Done {
                                 reply,
                                 outcome: Err(clone_error(&e)),
                             });
-                        }
-                        if let Err(e) = undone {
-                            tx_lost = Some(batch_error(e));
-                        } else if lost {
-                            tx_lost = Some(StoreError::Unavailable("connection lost".into()));
                         }
                     }
                 }
@@ -397,19 +391,13 @@ impl Writer {
                         events.extend(new_events);
                     }
                     Err(e) => {
-                        let e = classify(e);
-                        let lost = matches!(e, StoreError::Unavailable(_));
-                        let undone = exec(&mut conn, "ROLLBACK TO req").await;
+                        let (e, lost) = roll_back_request(&mut conn, e).await;
                         done.push(Done {
                             reply,
                             outcome: Err(e),
                         });
-                        if let Err(e) = undone {
-                            tx_lost = Some(batch_error(e));
-                            break;
-                        }
-                        if lost {
-                            tx_lost = Some(StoreError::Unavailable("connection lost".into()));
+                        if lost.is_some() {
+                            tx_lost = lost;
                             break;
                         }
                     }
@@ -420,22 +408,20 @@ impl Writer {
             }
             let shared = self.shared.clone();
             let turn = shared.turn.lock().await;
+            let delta: CountDelta = done
+                .iter()
+                .filter_map(|d| d.outcome.as_ref().ok())
+                .flat_map(|(_, dl)| dl.iter().copied())
+                .collect();
             let committed = match tx_lost {
                 Some(err) => Err(err),
-                None => {
-                    let delta: CountDelta = done
-                        .iter()
-                        .filter_map(|d| d.outcome.as_ref().ok())
-                        .flat_map(|(_, dl)| dl.iter().copied())
-                        .collect();
-                    append_and_commit(&mut conn, now, events, &delta).await
-                }
+                None => append_and_commit(&mut conn, now, events, &delta).await,
             };
             match committed {
                 Ok(committed) => {
                     drop(conn);
                     record_duration("write", started);
-                    self.publish(done, committed).await;
+                    self.publish(done, &delta, committed).await;
                     drop(turn);
                 }
                 Err(err) => {
@@ -466,14 +452,13 @@ impl Writer {
 
     /// After a commit: counts and events to the log (after any events
     /// other instances committed before ours), then every request's answer.
-    fn publish(&mut self, done: Vec<Done>, committed: Vec<CommittedEvent>) -> BoxFuture<'_, ()> {
+    fn publish<'a>(
+        &'a mut self,
+        done: Vec<Done>,
+        delta: &'a CountDelta,
+        committed: Vec<CommittedEvent>,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut delta: CountDelta = Vec::new();
-            for d in &done {
-                if let Ok((_, dl)) = &d.outcome {
-                    delta.extend(dl.iter().copied());
-                }
-            }
             match committed.first().map(|e| e.seq) {
                 Some(first) if first <= self.log.published() => {
                     // already published from the table by a catch-up (cannot
@@ -485,7 +470,7 @@ impl Writer {
                         self.catch_up(upto).await;
                         self.log.committed(&[], &committed);
                     }
-                    None => self.log.committed(&delta, &committed),
+                    None => self.log.committed(delta, &committed),
                 },
                 None if !delta.is_empty() => {
                     // a task change without events (none today): recount to stay exact
@@ -585,20 +570,13 @@ fn append_and_commit<'a>(
 /// A batch's count delta as net changes per state (states that did not
 /// move are left out): `(states, changes)`, for `task_counts`.
 pub(super) fn net_counts(delta: &CountDelta) -> (Vec<&'static str>, Vec<i64>) {
-    let mut net: Vec<(&'static str, i64)> = Vec::new();
-    let mut add =
-        |state: TaskState, d: i64| match net.iter_mut().find(|(s, _)| *s == state.as_str()) {
-            Some((_, n)) => *n += d,
-            None => net.push((state.as_str(), d)),
-        };
-    for (before, after) in delta {
-        if let Some(b) = before {
-            add(*b, -1);
-        }
-        add(*after, 1);
-    }
-    net.retain(|(_, n)| *n != 0);
-    net.into_iter().unzip()
+    let mut net = TaskCounts::default();
+    net.apply(delta);
+    TaskState::ALL
+        .into_iter()
+        .filter(|st| net.get(*st) != 0)
+        .map(|st| (st.as_str(), net.get(st)))
+        .unzip()
 }
 
 /// Moves `task_counts` by `moved` (from [`net_counts`]); the caller holds
@@ -617,7 +595,26 @@ async fn move_counts(
 
 /// Moves `task_counts` by the net changes `$1` (states) / `$2` (changes);
 /// `insert_events` does the same with its events.
-const MOVE_COUNTS: &str = "UPDATE task_counts SET n = task_counts.n + d.n     FROM unnest($1::text[], $2::bigint[]) AS d(state, n) WHERE task_counts.state = d.state";
+const MOVE_COUNTS: &str = "UPDATE task_counts SET n = task_counts.n + d.n \
+    FROM unnest($1::text[], $2::bigint[]) AS d(state, n) WHERE task_counts.state = d.state";
+
+/// Rolls a failed request (or the batch's task requests) back to its
+/// savepoint; returns its error, classified, and the error that ends the
+/// batch's transaction if that is lost too (the rollback failed, or the
+/// connection is gone).
+async fn roll_back_request(
+    conn: &mut PgConnection,
+    e: StoreError,
+) -> (StoreError, Option<StoreError>) {
+    let e = classify(e);
+    let lost = matches!(e, StoreError::Unavailable(_));
+    let tx_lost = match exec(conn, "ROLLBACK TO req").await {
+        Err(undo) => Some(batch_error(undo)),
+        Ok(()) if lost => Some(StoreError::Unavailable("connection lost".into())),
+        Ok(()) => None,
+    };
+    (e, tx_lost)
+}
 
 /// A copy of a batch-wide error for each of its requests.
 fn clone_error(e: &StoreError) -> StoreError {
