@@ -143,12 +143,12 @@ pub(in crate::store::postgres) async fn run(
     let mut changes: Vec<Change> = Vec::new();
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(ops.len());
     for op in ops {
-        let outcome: Outcome = match op {
+        let outcome = match op {
             TaskOp::Change { id, guard, change } => match current.get(&id).cloned() {
-                None => (
-                    Err(CoreError::NotFound(format!("task {id} does not exist")).into()),
-                    vec![],
-                ),
+                None => outcome::<Task>(Err(CoreError::NotFound(format!(
+                    "task {id} does not exist"
+                ))
+                .into())),
                 Some(task) => {
                     let refused = match &guard {
                         Some(g) if task.state == TaskState::Open => {
@@ -157,14 +157,13 @@ pub(in crate::store::postgres) async fn run(
                         _ => None,
                     };
                     match refused {
-                        Some(e) => (Err(e.into()), vec![]),
-                        None => match apply(&task, now, change, &mut held, &mut changes) {
-                            Ok((task, delta, events)) => {
+                        Some(e) => outcome::<Task>(Err(e.into())),
+                        None => outcome(apply(task, now, change, &mut held, &mut changes).map(
+                            |(task, delta, events)| {
                                 current.insert(id, task.clone());
-                                (Ok((Box::new(task) as Box<dyn Any + Send>, delta)), events)
-                            }
-                            Err(e) => (Err(e), vec![]),
-                        },
+                                (task, delta, events)
+                            },
+                        )),
                     }
                 }
             },
@@ -174,7 +173,7 @@ pub(in crate::store::postgres) async fn run(
                 claim,
             } => {
                 if let Err(e) = guard.check(held.of(&guard.agent)) {
-                    (Err(e.into()), vec![])
+                    outcome::<Option<Task>>(Err(e.into()))
                 } else {
                     let key = caps_key(&capabilities);
                     let picked = picks.get(&key).expect("a pick per capability set");
@@ -191,19 +190,13 @@ pub(in crate::store::postgres) async fn run(
                         }
                     }
                     match found {
-                        None => (
-                            Ok((Box::new(None::<Task>) as Box<dyn Any + Send>, vec![])),
-                            vec![],
-                        ),
+                        None => outcome(Ok((None::<Task>, vec![], vec![]))),
                         Some(task) => {
                             taken.insert(task.id);
-                            match apply(&task, now, claim, &mut held, &mut changes) {
-                                Ok((task, delta, events)) => (
-                                    Ok((Box::new(Some(task)) as Box<dyn Any + Send>, delta)),
-                                    events,
-                                ),
-                                Err(e) => (Err(e), vec![]),
-                            }
+                            outcome(
+                                apply(task, now, claim, &mut held, &mut changes)
+                                    .map(|(task, delta, events)| (Some(task), delta, events)),
+                            )
                         }
                     }
                 }
@@ -215,16 +208,24 @@ pub(in crate::store::postgres) async fn run(
     Ok(outcomes)
 }
 
-/// Runs `change` on a copy of `task`; keeps it (in `changes` and the
-/// held counts) only if the rule accepts.
+/// A request's outcome from its rule's result: the value (boxed, as the
+/// writer answers it) with its count delta and events, or the refusal.
+fn outcome<T: Send + 'static>(r: Result<(T, CountDelta, Vec<NewEvent>), StoreError>) -> Outcome {
+    match r {
+        Ok((value, delta, events)) => (Ok((Box::new(value), delta)), events),
+        Err(e) => (Err(e), vec![]),
+    }
+}
+
+/// Runs `change` on `task` (a copy of the batch's current version); keeps
+/// the result (in `changes` and the held counts) only if the rule accepts.
 fn apply(
-    task: &Task,
+    mut t: Task,
     now: Millis,
     change: TaskChange,
     held: &mut Held,
     changes: &mut Vec<Change>,
 ) -> Result<(Task, CountDelta, Vec<NewEvent>), StoreError> {
-    let mut t = task.clone();
     let before = t.state;
     let holder = t.assignee.clone();
     t.updated_at = now;
